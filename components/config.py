@@ -1,0 +1,400 @@
+"""Typed stack config: pydantic models of everything under the `gpuserve:` namespace.
+
+`load_stack_config()` validates the whole config before the program registers any
+resource, and raises one `ConfigError` that lists every problem as
+`<key path>: got <value>; allowed: <what>`.
+
+Keys (stacks/Pulumi.<stack>.yaml):
+  gpuserve:target       local (default) | aws
+  gpuserve:local        ports and logical CPUs of the local Ray head   (target local)
+  gpuserve:aws          region and EKS cluster                         (target aws)
+  gpuserve:node_pools   GPU node pools
+  gpuserve:rollout      rollout defaults; a service's `rollout` overrides keys of it
+  gpuserve:services     model services
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from runtime.errors import GpuserveError
+
+NAMESPACE = "gpuserve"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SHIPPED_APP = "runtime.app.model:build"
+# Names end up in Serve app names `<service>--<version>`: no double dash inside either.
+SERVICE_NAME = r"^[a-z](-?[a-z0-9])*$"
+VERSION_NAME = r"^[A-Za-z0-9]([._-]?[A-Za-z0-9])*$"
+# GPU instance families EKS offers with the AL2023 NVIDIA AMI.
+GPU_INSTANCE = r"^(g4dn|g5|g5g|g6|g6e|gr6|p3|p3dn|p4d|p4de|p5|p5e|p5en)\.[0-9]*x?large$"
+
+
+class ConfigError(GpuserveError):
+    """Invalid stack config. `problems` holds (key path, value given, what is allowed)."""
+
+    def __init__(self, stack: str, problems: list[tuple[str, Any, str]]):
+        self.stack = stack
+        self.problems = problems
+        lines = [f"  - {path}: got {_show(value)}; allowed: {allowed}" for path, value, allowed in problems]
+        super().__init__(
+            f"invalid stack config for stack '{stack}' ({len(problems)} "
+            f"problem{'s' if len(problems) != 1 else ''}); nothing was changed:\n"
+            + "\n".join(lines)
+            + f"\nFix stacks/Pulumi.{stack}.yaml (or `pulumi config set`) and run again."
+        )
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GateConfig(Strict):
+    """Health gates evaluated after each wave's bake."""
+
+    enabled: bool = True
+    min_success_rate: float = Field(0.99, ge=0.0, le=1.0)
+    # Canary p95 latency must stay within this multiple of the primary's p95.
+    max_latency_ratio: float = Field(2.0, gt=0.0)
+    # Small absolute floor so sub-millisecond noise on a warm primary cannot fail a gate.
+    latency_floor_ms: float = Field(50.0, ge=0.0)
+    min_probes: int = Field(20, ge=1, le=10_000)
+    probe_concurrency: int = Field(4, ge=1, le=64)
+
+
+class RolloutStrategy(Strict):
+    """How heavyweight changes roll out. Defaults follow Anyscale's published ones."""
+
+    max_surge_percent: int = Field(25, ge=1, le=100)
+    # Explicit canary traffic percentages per wave, e.g. [10, 50, 100]; each is still
+    # capped by the canary's ready share of capacity.
+    traffic_steps: list[Annotated[int, Field(ge=1, le=100)]] | None = None
+    bake_seconds: float = Field(30.0, ge=0.0, le=86_400.0)
+    deadline_minutes: float = Field(120.0, gt=0.0, le=7 * 24 * 60.0)
+    # Longest wait for replicas to become ready in one step before rolling back.
+    step_timeout_seconds: float = Field(600.0, gt=0.0)
+    # Hold the canary at this traffic share until the next `pulumi up`; 100 completes, 0 aborts.
+    canary_percent: int | None = Field(None, ge=0, le=100)
+    gates: GateConfig = GateConfig()
+
+    @field_validator("traffic_steps")
+    @classmethod
+    def _increasing(cls, steps: list[int] | None) -> list[int] | None:
+        if steps and any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError("strictly increasing percentages, e.g. [10, 50, 100]")
+        return steps
+
+
+class Autoscaling(Strict):
+    min_replicas: int = Field(ge=1, le=256)
+    max_replicas: int = Field(ge=1, le=256)
+    target_ongoing_requests: float = Field(2.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Autoscaling":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas >= min_replicas")
+        return self
+
+
+class ActorOptions(Strict):
+    num_gpus: float = Field(1.0, gt=0.0, le=8.0)  # fractional GPUs share a device
+    num_cpus: float = Field(0.0, ge=0.0, le=64.0)
+
+
+class RuntimeEnv(Strict):
+    env_vars: dict[str, str] = {}
+
+
+class ServiceConfig(Strict):
+    name: str = Field(pattern=SERVICE_NAME, max_length=31)
+    pool: str
+    version: str = Field(pattern=VERSION_NAME, max_length=40)
+    # Model weights; default runtime/app/models/<version>.npz. Relative to the project.
+    artifact: str | None = None
+    # Serve deployment code, as in a Serve config: import_path plus its directory.
+    import_path: str = Field(SHIPPED_APP, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    working_dir: str | None = None
+    runtime_env: RuntimeEnv = RuntimeEnv()
+    num_replicas: int | None = Field(None, ge=1, le=256)
+    autoscaling: Autoscaling | None = None
+    ray_actor_options: ActorOptions = ActorOptions()
+    max_ongoing_requests: int = Field(8, ge=1, le=10_000)
+    max_queued_requests: int = Field(64, ge=1, le=1_000_000)
+    graceful_shutdown_timeout_s: float = Field(10.0, ge=0.0, le=3600.0)
+    health_check_period_s: float = Field(10.0, gt=0.0, le=3600.0)
+    health_check_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    request_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    user_config: dict[str, Any] | None = None
+    rollout: RolloutStrategy = RolloutStrategy()
+
+    @model_validator(mode="after")
+    def _one_scaling_mode(self) -> "ServiceConfig":
+        if (self.num_replicas is None) == (self.autoscaling is None):
+            raise ValueError("exactly one of num_replicas or autoscaling")
+        return self
+
+    @property
+    def replicas(self) -> int:
+        """Steady-state replica count N (autoscaling: max_replicas, the worst case)."""
+        return self.num_replicas if self.num_replicas is not None else self.autoscaling.max_replicas
+
+    @property
+    def gpus_per_replica(self) -> float:
+        return self.ray_actor_options.num_gpus
+
+    def artifact_path(self) -> str:
+        path = Path(self.artifact or f"runtime/app/models/{self.version}.npz")
+        return str(path if path.is_absolute() else PROJECT_DIR / path)
+
+
+class LocalCluster(Strict):
+    """The local Ray head. Every port binds 127.0.0.1 where Ray lets us choose."""
+
+    http_port: int = Field(18000, ge=1024, le=65535)
+    dashboard_port: int = Field(18265, ge=1024, le=65535)
+    gcs_port: int = Field(18379, ge=1024, le=65535)
+    # Ray's internal ports (node manager, object manager, agents, workers) use
+    # [internal_ports_start, internal_ports_start + 200).
+    internal_ports_start: int = Field(18400, ge=1024, le=65335)
+    num_cpus: int = Field(4, ge=1, le=256)
+
+
+class LocalNodePool(Strict):
+    name: str = Field(pattern=SERVICE_NAME, max_length=31)
+    gpus: int = Field(ge=1, le=64)  # virtual GPUs on the Ray head (`--num-gpus`)
+
+    @property
+    def total_gpus(self) -> float:
+        return float(self.gpus)
+
+
+class AwsNodePool(Strict):
+    name: str = Field(pattern=SERVICE_NAME, max_length=31)
+    instance_types: list[Annotated[str, Field(pattern=GPU_INSTANCE)]] = Field(min_length=1)
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    gpu_type: str = Field(pattern=r"^[a-z0-9-]+$")
+    gpus_per_node: int = Field(ge=1, le=16)
+    min_nodes: int = Field(0, ge=0, le=1000)
+    desired_nodes: int = Field(1, ge=0, le=1000)
+    max_nodes: int = Field(ge=1, le=1000)
+    disk_size_gb: int = Field(100, ge=20, le=16_384)
+    max_unavailable: int = Field(1, ge=1, le=100)
+    labels: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AwsNodePool":
+        if not self.min_nodes <= self.desired_nodes <= self.max_nodes:
+            raise ValueError("min_nodes <= desired_nodes <= max_nodes")
+        return self
+
+    @property
+    def total_gpus(self) -> float:
+        return float(self.max_nodes * self.gpus_per_node)
+
+
+class AwsTarget(Strict):
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    # Use an existing EKS cluster (name + kubeconfig) or create one.
+    cluster_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+    create_cluster: bool = False
+    kubeconfig: str | None = None
+    kubernetes_version: str = Field("1.33", pattern=r"^1\.\d{2}$")
+    subnet_ids: list[str] = []
+    namespace: str = Field("gpuserve", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    public_load_balancer: bool = False
+    tls_certificate_arn: str | None = Field(None, pattern=r"^arn:aws:acm:")
+    ha: bool = False
+    redis_address: str | None = None
+
+
+class _Stack(Strict):
+    rollout: RolloutStrategy = RolloutStrategy()
+    services: list[ServiceConfig] = Field(min_length=1)
+
+
+class LocalStack(_Stack):
+    target: Literal["local"] = "local"
+    local: LocalCluster = LocalCluster()
+    node_pools: list[LocalNodePool] = Field(min_length=1)
+
+
+class AwsStack(_Stack):
+    target: Literal["aws"]
+    aws: AwsTarget
+    node_pools: list[AwsNodePool] = Field(min_length=1)
+
+
+StackConfig = Annotated[Union[LocalStack, AwsStack], Field(discriminator="target")]
+_ADAPTER: TypeAdapter = TypeAdapter(StackConfig)
+
+
+def load_stack_config(raw: dict[str, Any], stack: str) -> LocalStack | AwsStack:
+    """Validate the `gpuserve:` namespace (keys without the prefix); raise ConfigError."""
+    document = dict(raw)
+    document.setdefault("target", "local")
+    _merge_rollout_defaults(document)
+    try:
+        config = _ADAPTER.validate_python(document)
+    except ValidationError as exc:
+        raise ConfigError(stack, [_problem(err, document) for err in exc.errors()]) from None
+    problems = _cross_checks(config)
+    if problems:
+        raise ConfigError(stack, problems)
+    return config
+
+
+def config_from_pulumi(values: dict[str, str]) -> dict[str, Any]:
+    """Turn Pulumi's flat `gpuserve:key -> string` map into a document.
+
+    Structured values arrive JSON-encoded; plain strings stay strings.
+    """
+    document: dict[str, Any] = {}
+    for key, text in values.items():
+        namespace, _, name = key.partition(":")
+        if namespace != NAMESPACE:
+            continue
+        try:
+            document[name] = json.loads(text) if isinstance(text, str) else text
+        except json.JSONDecodeError:
+            document[name] = text
+    return document
+
+
+def _merge_rollout_defaults(document: dict[str, Any]) -> None:
+    # A service's `rollout` overrides keys of the stack-wide `rollout`, one level deep
+    # for `gates`, so a service can change one threshold and keep the rest.
+    defaults = document.get("rollout")
+    services = document.get("services")
+    if not isinstance(defaults, dict) or not isinstance(services, list):
+        return
+    for service in services:
+        if not isinstance(service, dict):
+            continue
+        own = service.get("rollout", {})
+        if not isinstance(own, dict):
+            continue
+        merged = {**defaults, **own}
+        if isinstance(defaults.get("gates"), dict) and isinstance(own.get("gates"), dict):
+            merged["gates"] = {**defaults["gates"], **own["gates"]}
+        service["rollout"] = merged
+
+
+def _cross_checks(config: LocalStack | AwsStack) -> list[tuple[str, Any, str]]:
+    problems: list[tuple[str, Any, str]] = []
+    pools = {pool.name: pool for pool in config.node_pools}
+    _duplicates(problems, "node_pools", [p.name for p in config.node_pools])
+    _duplicates(problems, "services", [s.name for s in config.services])
+    for i, service in enumerate(config.services):
+        where = f"{NAMESPACE}:services[{i}]"
+        pool = pools.get(service.pool)
+        if pool is None:
+            problems.append((f"{where}.pool", service.pool, f"a defined node pool: {sorted(pools)}"))
+            continue
+        steady = service.replicas * service.gpus_per_replica
+        if steady > pool.total_gpus:
+            problems.append((
+                f"{where}.num_replicas" if service.num_replicas else f"{where}.autoscaling.max_replicas",
+                service.replicas,
+                f"replicas x ray_actor_options.num_gpus ({steady:g}) <= GPUs of pool "
+                f"'{pool.name}' ({pool.total_gpus:g})",
+            ))
+        if service.working_dir and not Path(service.working_dir).is_dir():
+            problems.append((f"{where}.working_dir", service.working_dir, "an existing directory"))
+        if service.import_path == SHIPPED_APP and not Path(service.artifact_path()).is_file():
+            problems.append((
+                f"{where}.artifact" if service.artifact else f"{where}.version",
+                service.artifact or service.version,
+                f"a model artifact that exists ({service.artifact_path()} does not); "
+                f"shipped versions: {_shipped_versions()}",
+            ))
+    if isinstance(config, LocalStack):
+        ports = {
+            "http_port": config.local.http_port,
+            "dashboard_port": config.local.dashboard_port,
+            "gcs_port": config.local.gcs_port,
+        }
+        internal = range(config.local.internal_ports_start, config.local.internal_ports_start + 200)
+        seen: dict[int, str] = {}
+        for name, port in ports.items():
+            if port in seen or port in internal:
+                problems.append((
+                    f"{NAMESPACE}:local.{name}", port,
+                    f"a port not used by {seen.get(port, 'internal_ports_start..+200')}",
+                ))
+            seen[port] = name
+    return problems
+
+
+def _duplicates(problems: list, key: str, names: list[str]) -> None:
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            problems.append((f"{NAMESPACE}:{key}[{i}].name", name, "a name unique in the list"))
+
+
+def _shipped_versions() -> list[str]:
+    return sorted(p.stem for p in (PROJECT_DIR / "runtime/app/models").glob("*.npz"))
+
+
+def _problem(err: dict, document: dict) -> tuple[str, Any, str]:
+    loc = list(err["loc"])
+    if loc and loc[0] in ("local", "aws") and document.get("target") == loc[0]:
+        loc = loc[1:]  # drop the discriminator's tag: it is not a key the user wrote
+    path = _key_path(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return path, err["input"], f"a known key ({_known_keys(document, loc[:-1])})"
+    if kind == "missing":
+        return path, "nothing", "a value (this key is required)"
+    if kind == "union_tag_invalid":
+        return f"{NAMESPACE}:target", document.get("target"), "'local' or 'aws'"
+    allowed = re.sub(r"^(Value error, |Input should be |Assertion failed, )", "", err["msg"])
+    return path, err.get("input"), allowed
+
+
+def _key_path(loc: list) -> str:
+    if not loc:
+        return f"{NAMESPACE}:<root>"
+    path = f"{NAMESPACE}:{loc[0]}"
+    for part in loc[1:]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _known_keys(document: dict, loc: list) -> str:
+    model: Any = LocalStack if document.get("target", "local") == "local" else AwsStack
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return "see components/config.py"
+        model = _model_of(field.annotation)
+    return ", ".join(getattr(model, "model_fields", {})) or "see components/config.py"
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,76 @@
+"""ModelService: one model endpoint. Renders the service spec and owns its ModelRollout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components.config import ServiceConfig
+from components.load_balancer import InferenceLoadBalancer
+from components.rollout import ModelRollout
+from components.serving_runtime import ServingRuntime
+
+
+@dataclass(frozen=True)
+class ModelServiceArgs:
+    service: ServiceConfig
+    runtime: ServingRuntime
+    load_balancer: InferenceLoadBalancer
+
+
+def service_spec(service: ServiceConfig, http_url: str) -> dict:
+    """The plain dict the rollout provider receives (runtime.spec.ServiceSpec)."""
+    scaling = {
+        "max_ongoing_requests": service.max_ongoing_requests,
+        "max_queued_requests": service.max_queued_requests,
+        "graceful_shutdown_timeout_s": service.graceful_shutdown_timeout_s,
+        "health_check_period_s": service.health_check_period_s,
+        "health_check_timeout_s": service.health_check_timeout_s,
+        "user_config": service.user_config,
+    }
+    if service.autoscaling:
+        scaling.update(
+            min_replicas=service.autoscaling.min_replicas,
+            max_replicas=service.autoscaling.max_replicas,
+            target_ongoing_requests=service.autoscaling.target_ongoing_requests,
+        )
+    else:
+        scaling["num_replicas"] = service.num_replicas
+    return {
+        "service": service.name,
+        "route_prefix": f"/{service.name}",
+        "request_timeout_s": service.request_timeout_s,
+        "http_url": http_url,
+        "version": {
+            "version": service.version,
+            "import_path": service.import_path,
+            "artifact": service.artifact_path(),
+            "working_dir": service.working_dir,
+            "env_vars": dict(service.runtime_env.env_vars),
+            "num_gpus": service.ray_actor_options.num_gpus,
+            "num_cpus": service.ray_actor_options.num_cpus,
+        },
+        "scaling": scaling,
+        "rollout": service.rollout.model_dump(),
+    }
+
+
+class ModelService(pulumi.ComponentResource):
+    endpoint: pulumi.Output[str]
+    serving_version: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpuserve:model_service:ModelService", name, None, opts)
+        spec = args.runtime.http_url.apply(lambda url: service_spec(args.service, url))
+        rollout = ModelRollout(
+            f"{name}-rollout",
+            spec=spec,
+            dashboard_url=args.runtime.dashboard_url,
+            token_path=args.runtime.token_path,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.rollout = rollout
+        self.endpoint = args.load_balancer.endpoint(f"/{args.service.name}")
+        self.serving_version = rollout.primary_version
+        self.register_outputs({"endpoint": self.endpoint, "serving_version": self.serving_version})

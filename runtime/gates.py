@@ -1,0 +1,124 @@
+"""Health gates that decide each rollout step.
+
+- Serve status: the canary app or deployment reports UNHEALTHY or DEPLOY_FAILED.
+- Canary probes: synthetic requests pinned with `x-serve-version: canary`, compared
+  with the same number pinned to the primary: success rate >= threshold, and canary
+  p95 latency <= max(ratio x primary p95, floor).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from runtime.spec import GateSpec
+
+VERSION_HEADER = "x-serve-version"
+PROBE_BODY = {"features": [5.9, 3.0, 4.2, 1.5]}
+FAILED_STATUSES = ("DEPLOY_FAILED", "UNHEALTHY")
+
+
+@dataclass(frozen=True)
+class ProbeStats:
+    sent: int
+    ok: int
+    p95_ms: float
+
+    @property
+    def success_rate(self) -> float:
+        return self.ok / self.sent if self.sent else 0.0
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    passed: bool
+    gate: str  # which gate decided: "serve-status", "success-rate", "latency", "probes"
+    detail: str  # figures observed against thresholds, for logs and errors
+    canary: ProbeStats | None = None
+    primary: ProbeStats | None = None
+
+    def figures(self) -> dict:
+        out: dict = {"gate": self.gate, "passed": self.passed, "detail": self.detail}
+        for side, stats in (("canary", self.canary), ("primary", self.primary)):
+            if stats:
+                out[side] = {"sent": stats.sent, "ok": stats.ok,
+                             "success_rate": round(stats.success_rate, 4), "p95_ms": round(stats.p95_ms, 1)}
+        return out
+
+
+def p95(latencies_ms: list[float]) -> float:
+    if not latencies_ms:
+        return 0.0
+    ordered = sorted(latencies_ms)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def serve_status_verdict(app_status: str, deployment_statuses: dict[str, str], message: str) -> GateVerdict:
+    bad = [f"app {app_status}"] if app_status in FAILED_STATUSES else []
+    bad += [f"deployment {name} {status}" for name, status in deployment_statuses.items() if status in FAILED_STATUSES]
+    if bad:
+        return GateVerdict(False, "serve-status", "; ".join(bad) + (f": {message[:300]}" if message else ""))
+    return GateVerdict(True, "serve-status", f"app {app_status}")
+
+
+def judge(gates: GateSpec, canary: ProbeStats, primary: ProbeStats | None) -> GateVerdict:
+    """Pure decision from probe figures."""
+    if canary.sent < gates.min_probes:
+        return GateVerdict(False, "probes", f"only {canary.sent} probes < minimum {gates.min_probes}", canary, primary)
+    if canary.success_rate < gates.min_success_rate:
+        return GateVerdict(
+            False, "success-rate",
+            f"canary success rate {canary.success_rate:.1%} < {gates.min_success_rate:.1%} "
+            f"over {canary.sent} probes",
+            canary, primary,
+        )
+    if primary is not None and primary.ok:
+        budget = max(gates.max_latency_ratio * primary.p95_ms, gates.latency_floor_ms)
+        if canary.p95_ms > budget:
+            return GateVerdict(
+                False, "latency",
+                f"canary p95 {canary.p95_ms:.0f}ms > {budget:.0f}ms "
+                f"({gates.max_latency_ratio:g}x primary p95 {primary.p95_ms:.0f}ms)",
+                canary, primary,
+            )
+    primary_note = f", primary p95 {primary.p95_ms:.0f}ms" if primary else ""
+    return GateVerdict(
+        True, "probes",
+        f"canary {canary.success_rate:.1%} of {canary.sent} ok, p95 {canary.p95_ms:.0f}ms{primary_note}",
+        canary, primary,
+    )
+
+
+class Prober:
+    """Sends pinned probe requests through the service's public route."""
+
+    def __init__(self, endpoint: str, timeout_s: float = 10.0):
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+
+    def probe(self, side: str, count: int, concurrency: int) -> ProbeStats:
+        def one(client: httpx.Client) -> tuple[bool, float]:
+            start = time.perf_counter()
+            try:
+                response = client.post(self.endpoint, json=PROBE_BODY, headers={VERSION_HEADER: side})
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            return ok, (time.perf_counter() - start) * 1000
+
+        with httpx.Client(timeout=self.timeout_s) as client, \
+                concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
+            results = list(pool.map(lambda _: one(client), range(count)))
+        latencies = [ms for ok, ms in results if ok]
+        return ProbeStats(sent=count, ok=sum(ok for ok, _ in results), p95_ms=p95(latencies))
+
+    def evaluate(self, gates: GateSpec) -> GateVerdict:
+        if not gates.enabled:
+            return GateVerdict(True, "disabled", "gates disabled by config")
+        canary = self.probe("canary", gates.min_probes, gates.probe_concurrency)
+        primary = self.probe("primary", gates.min_probes, gates.probe_concurrency)
+        return judge(gates, canary, primary)

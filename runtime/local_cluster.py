@@ -1,0 +1,198 @@
+"""Start, probe and stop a single-node Ray head on 127.0.0.1 with virtual GPUs.
+
+The head runs `ray start --head --block` in a session of its own (setsid), so every Ray
+process it spawns shares that session id. Stopping kills exactly that session: never
+`ray stop`, which would hit every Ray cluster of the user.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from runtime.errors import LocalClusterError
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class LocalClusterSpec:
+    name: str
+    gpus: int
+    num_cpus: int
+    gcs_port: int
+    dashboard_port: int
+    internal_ports_start: int
+    state_dir: str  # holds the token, the log and Ray's temp dir
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+
+@dataclass(frozen=True)
+class LocalClusterHandle:
+    """What create() records and delete() needs: the session that owns every process."""
+
+    pid: int
+    sid: int
+    started_at: float
+    dashboard_url: str
+    token_path: str
+    log_path: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalClusterHandle:
+    state = Path(spec.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    token_path = state / "auth_token"
+    if not token_path.exists():
+        token_path.write_text(secrets.token_hex(32))
+        token_path.chmod(0o600)
+    log_path = state / "ray-head.log"
+    # Unix socket paths must stay under ~107 bytes, so Ray's temp dir is short.
+    temp_dir = Path("/tmp") / f"gpuserve-{spec.gcs_port}"
+    p = spec.internal_ports_start
+    ray = str(Path(sys.executable).with_name("ray"))
+    command = [
+        ray, "start", "--head", "--block", "--disable-usage-stats",
+        "--node-ip-address=127.0.0.1",
+        f"--port={spec.gcs_port}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={spec.dashboard_port}",
+        f"--num-gpus={spec.gpus}",
+        f"--num-cpus={spec.num_cpus}",
+        f"--temp-dir={temp_dir}",
+        f"--ray-client-server-port={p}",
+        f"--node-manager-port={p + 1}",
+        f"--object-manager-port={p + 2}",
+        f"--metrics-export-port={p + 3}",
+        f"--dashboard-agent-listen-port={p + 4}",
+        f"--dashboard-agent-grpc-port={p + 5}",
+        f"--runtime-env-agent-port={p + 6}",
+        f"--min-worker-port={p + 10}",
+        f"--max-worker-port={p + 199}",
+    ]
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token_path),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # Workers import the shipped serving app (runtime.app) from the project.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")])),
+    }
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        env.pop(key, None)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=env, cwd=PROJECT_DIR, start_new_session=True,
+        )
+    handle = LocalClusterHandle(
+        pid=process.pid, sid=process.pid, started_at=time.time(),
+        dashboard_url=spec.dashboard_url, token_path=str(token_path), log_path=str(log_path),
+    )
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stop(handle)
+            raise LocalClusterError(
+                f"Ray head '{spec.name}' exited with code {process.returncode} while starting; "
+                f"see {log_path} (a port in use? change gpuserve:local ports)"
+            )
+        if dashboard_ready(handle):
+            return handle
+        time.sleep(0.5)
+    stop(handle)
+    raise LocalClusterError(
+        f"Ray head '{spec.name}' did not answer on {spec.dashboard_url} within "
+        f"{ready_timeout_s:.0f}s; see {log_path}"
+    )
+
+
+def token(handle: LocalClusterHandle | dict) -> str:
+    path = handle["token_path"] if isinstance(handle, dict) else handle.token_path
+    return Path(path).read_text().strip()
+
+
+def dashboard_ready(handle: LocalClusterHandle) -> bool:
+    try:
+        response = httpx.get(
+            f"{handle.dashboard_url}/api/serve/applications/",
+            headers={"Authorization": f"Bearer {token(handle)}"},
+            timeout=2.0,
+        )
+    except (httpx.HTTPError, OSError):
+        return False
+    return response.status_code == 200
+
+
+def session_pids(sid: int) -> list[int]:
+    """Every live process whose session id is `sid` (read from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 6 is the session id; the command name (field 2) may contain spaces.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def alive(handle: LocalClusterHandle | dict) -> bool:
+    h = handle if isinstance(handle, LocalClusterHandle) else LocalClusterHandle(**handle)
+    return h.pid in session_pids(h.sid) and dashboard_ready(h)
+
+
+def stop(handle: LocalClusterHandle | dict, grace_s: float = 15.0) -> int:
+    """Stop the head's session: SIGTERM to `ray start` (it tears its children down),
+    then SIGTERM to the rest of the session, then SIGKILL what is left. Returns the
+    number of processes that were alive."""
+    h = handle if isinstance(handle, LocalClusterHandle) else LocalClusterHandle(**handle)
+    initial = session_pids(h.sid)
+    if not initial:
+        return 0
+    _signal(h.pid, signal.SIGTERM)
+    _wait_gone(h.sid, grace_s / 2)
+    for pid in session_pids(h.sid):
+        _signal(pid, signal.SIGTERM)
+    if not _wait_gone(h.sid, grace_s / 2):
+        for pid in session_pids(h.sid):
+            _signal(pid, signal.SIGKILL)
+        if not _wait_gone(h.sid, 5.0):
+            raise LocalClusterError(
+                f"processes of Ray session {h.sid} survived SIGKILL: {session_pids(h.sid)}"
+            )
+    return len(initial)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_gone(sid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not session_pids(sid):
+            return True
+        time.sleep(0.2)
+    return not session_pids(sid)

@@ -1,0 +1,211 @@
+"""Pure wave planning for surge-limited rollouts and capacity-safe rollbacks.
+
+No I/O and no pulumi, httpx or ray imports: numbers in, steps out. The controller
+executes the steps and re-reads live state between them.
+
+Terms (see ../shared/DESIGN.md): N is the steady-state replica count, p the max surge
+percent, P and C the primary's and canary's replicas, t the canary's traffic percent.
+
+Rules, with capacity measured against N (a version with k ready replicas can carry at
+most k/N of the traffic):
+
+    surge        = min(N, max(1, ceil(p% * N)))          # replicas a wave adds
+    cap          = N + surge                               # replicas alive at any time
+    t            <= floor(100 * C / N)                     # canary traffic cap
+    100 - t      <= floor(100 * P / N)                     # primary traffic cap
+    P >= 1 and C >= 1 until t = 100
+
+A wave: shift t up to the canary's cap (or the next explicit traffic step), bake and
+gate, shrink the primary by up to `surge` (never below what its traffic needs), then
+grow the canary into the freed budget. Worked example, N=4, p=25 (surge 1, cap 5):
+
+    deploy canary  P=4 C=1 t=0
+    wave 1         t=25  -> P=3 C=2
+    wave 2         t=50  -> P=2 C=3
+    wave 3         t=75  -> P=1 C=4
+    wave 4         t=100 -> P=0 (primary drained and deleted)
+
+Blue/green is p=100: surge N, one wave, 2N replicas at the peak.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class StepKind(str, Enum):
+    DEPLOY_CANARY = "deploy-canary"  # create the canary app at traffic 0
+    WAVE = "wave"  # shift traffic, bake, gate, then resize
+    FINISH = "finish"  # canary takes 100%, primary drains and is deleted
+    HOLD = "hold"  # manual canary_percent reached: stop here, both versions live
+    ROLLBACK = "rollback"  # move traffic back, resize towards the primary
+    REMOVE_CANARY = "remove-canary"  # canary at 0%: delete it
+
+
+@dataclass(frozen=True)
+class Step:
+    """One ordered move. The controller applies, in this order: traffic, then the
+    version that shrinks, then the version that grows, then waits for readiness."""
+
+    kind: StepKind
+    wave: int  # 1-based wave number; 0 for steps outside waves
+    canary_traffic: int  # percent to the canary after this step's traffic shift
+    primary_replicas: int  # after this step
+    canary_replicas: int  # after this step
+    gated: bool = False  # bake + gates run after the traffic shift
+
+
+@dataclass(frozen=True)
+class Plan:
+    n: int
+    surge: int
+    steps: tuple[Step, ...]
+    old_gpus_per_replica: float = 1.0
+    new_gpus_per_replica: float = 1.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def waves(self) -> int:
+        return sum(1 for s in self.steps if s.kind in (StepKind.WAVE, StepKind.FINISH))
+
+    def gpus(self, step: Step) -> float:
+        return step.primary_replicas * self.old_gpus_per_replica + step.canary_replicas * self.new_gpus_per_replica
+
+    @property
+    def peak_gpus(self) -> float:
+        return max((self.peak_gpus_of(s) for s in self.steps), default=self.n * self.old_gpus_per_replica)
+
+    def peak_gpus_of(self, step: Step) -> float:
+        # Within a step the shrinking side goes first, so the peak is at the step's end
+        # or at its start (the previous step's end): both are covered by max over steps.
+        return self.gpus(step)
+
+    def table(self) -> str:
+        rows = [f"{'wave':>5} {'step':<14} {'canary':>6} {'primary':>7} {'canary %':>8} {'GPUs':>6}"]
+        for s in self.steps:
+            wave = str(s.wave) if s.wave else "-"
+            rows.append(
+                f"{wave:>5} {s.kind.value:<14} {s.canary_replicas:>6} {s.primary_replicas:>7} "
+                f"{s.canary_traffic:>7}% {self.gpus(s):>6g}"
+            )
+        return "\n".join(rows)
+
+
+def surge_replicas(n: int, max_surge_percent: int) -> int:
+    """ceil(p% * N), at least 1 and at most N."""
+    if n < 1:
+        raise ValueError(f"N must be >= 1, got {n}")
+    if not 1 <= max_surge_percent <= 100:
+        raise ValueError(f"max_surge_percent must be in 1..100, got {max_surge_percent}")
+    return min(n, max(1, math.ceil(max_surge_percent * n / 100)))
+
+
+def traffic_cap(replicas: int, n: int) -> int:
+    """The most traffic (percent) `replicas` ready replicas may carry out of N."""
+    return 100 if replicas >= n else (100 * replicas) // n
+
+
+def replicas_for(traffic: int, n: int) -> int:
+    """The fewest replicas whose capacity covers `traffic` percent of N."""
+    return math.ceil(traffic * n / 100)
+
+
+def plan_rollout(
+    n: int,
+    max_surge_percent: int,
+    *,
+    primary: int | None = None,
+    canary: int = 0,
+    canary_traffic: int = 0,
+    traffic_steps: list[int] | None = None,
+    hold_at: int | None = None,
+    old_gpus_per_replica: float = 1.0,
+    new_gpus_per_replica: float = 1.0,
+    first_wave: int = 1,
+) -> Plan:
+    """Plan the rest of a rollout from any state (P, C, t); the start is (N, 0, 0).
+
+    `hold_at` (canary_percent) stops the plan at that traffic share with a HOLD step;
+    100 or None runs to the end. Resuming a rollout after a crash passes the live state.
+    """
+    surge = surge_replicas(n, max_surge_percent)
+    cap = n + surge
+    p = n if primary is None else primary
+    c, t = canary, canary_traffic
+    targets = sorted(set(traffic_steps or [])) + [100]
+    stop_at = 100 if hold_at is None else hold_at
+    steps: list[Step] = []
+    notes: list[str] = []
+    if c == 0:
+        c = min(surge, n, cap - p)
+        if c < 1:
+            raise ValueError(f"no surge budget to deploy a canary: P={p}, cap={cap}")
+        steps.append(Step(StepKind.DEPLOY_CANARY, 0, 0, p, c))
+    wave = first_wave
+    while True:
+        wanted = next((x for x in targets if x > t), 100)
+        t_next = min(wanted, traffic_cap(c, n), stop_at)
+        if t_next >= 100:
+            steps.append(Step(StepKind.FINISH, wave, 100, 0, c, gated=True))
+            break
+        if t_next <= t and stop_at <= t_next:
+            steps.append(Step(StepKind.HOLD, wave, t, p, c))
+            break
+        before = (p, c, t)
+        t = max(t, t_next)
+        # The primary keeps what its traffic needs, and at least one replica.
+        p_next = max(p - surge, replicas_for(100 - t, n), 1)
+        c_next = min(n, cap - p_next)
+        if t == stop_at:
+            steps.append(Step(StepKind.HOLD, wave, t, p, c, gated=True))
+            break
+        if (p_next, c_next, t) == before:
+            # Cannot happen with the rules above; guard against an endless loop.
+            raise AssertionError(f"rollout planner made no progress at P={p} C={c} t={t}")
+        steps.append(Step(StepKind.WAVE, wave, t, p_next, c_next, gated=True))
+        p, c = p_next, c_next
+        wave += 1
+    if surge == n:
+        notes.append("blue/green: surge equals N, peak is 2N replicas")
+    return Plan(n, surge, tuple(steps), old_gpus_per_replica, new_gpus_per_replica, tuple(notes))
+
+
+def plan_rollback(
+    n: int,
+    max_surge_percent: int,
+    *,
+    primary: int,
+    canary: int,
+    canary_traffic: int,
+    old_gpus_per_replica: float = 1.0,
+    new_gpus_per_replica: float = 1.0,
+) -> Plan:
+    """Return to the primary at N replicas and 100% traffic, capacity-safe.
+
+    Each step first moves as much traffic back as the primary's ready replicas can
+    carry, then frees canary replicas that no longer carry traffic, then grows the
+    primary into the budget. Traffic never exceeds either side's ready capacity, and
+    total replicas never exceed N + surge. Where GPUs are short, canary replicas are
+    freed before the primary grows.
+    """
+    surge = surge_replicas(n, max_surge_percent)
+    cap = n + surge
+    p, c, t = primary, canary, canary_traffic
+    steps: list[Step] = []
+    while True:
+        # Traffic first: the primary takes all it can carry right now.
+        t = min(t, max(0, 100 - traffic_cap(p, n)))
+        if p >= n or t == 0:
+            # The canary carries nothing: free it entirely, then restore the primary
+            # to N (the controller deletes before it grows, so the cap holds).
+            steps.append(Step(StepKind.REMOVE_CANARY, 0, 0, n, 0))
+            break
+        c_next = max(replicas_for(t, n), 1)
+        p_next = min(n, cap - c_next)
+        if p_next <= p and c_next >= c:
+            raise AssertionError(f"rollback planner made no progress at P={p} C={c} t={t}")
+        steps.append(Step(StepKind.ROLLBACK, 0, t, p_next, c_next))
+        p, c = p_next, c_next
+    return Plan(n, surge, tuple(steps), old_gpus_per_replica, new_gpus_per_replica)

@@ -1,0 +1,213 @@
+"""Typed client for Ray Serve's REST API on the Ray dashboard (default port 8265).
+
+- GET    /api/serve/applications/  -> ServeInstanceDetails (live status of every app)
+- PUT    /api/serve/applications/  <- ServeDeploySchema (the full declarative config)
+- DELETE /api/serve/applications/  shuts Serve down
+
+The dashboard requires token auth: every call carries `Authorization: Bearer <token>`.
+PUT replaces every application on the cluster, so a writer must read the live config,
+change only its own service's apps, and put the union back; `ServeClient.update_apps`
+does that under a per-cluster lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from runtime.errors import ServeApiError
+
+APPS_PATH = "/api/serve/applications/"
+_TRANSIENT = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    replica_id: str
+    state: str
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    name: str
+    status: str
+    message: str
+    target_replicas: int
+    replicas: tuple[ReplicaState, ...]
+
+    @property
+    def running_replicas(self) -> int:
+        return sum(1 for r in self.replicas if r.state == "RUNNING")
+
+
+@dataclass(frozen=True)
+class AppState:
+    name: str
+    status: str
+    message: str
+    config: dict
+    deployments: dict[str, DeploymentState] = field(default_factory=dict)
+
+    @property
+    def running_replicas(self) -> int:
+        return sum(d.running_replicas for d in self.deployments.values())
+
+    @property
+    def replica_ids(self) -> set[str]:
+        return {r.replica_id for d in self.deployments.values() for r in d.replicas}
+
+
+@dataclass(frozen=True)
+class ServeState:
+    """What Serve reports right now: the one source of truth for the controller."""
+
+    running: bool
+    http_options: dict
+    proxy_location: str | None
+    apps: dict[str, AppState]
+
+    def app_configs(self) -> list[dict]:
+        return [a.config for a in self.apps.values() if a.config]
+
+
+def parse_state(payload: dict) -> ServeState:
+    apps: dict[str, AppState] = {}
+    for name, app in (payload.get("applications") or {}).items():
+        deployments = {
+            dname: DeploymentState(
+                name=dname,
+                status=d.get("status", ""),
+                message=d.get("message", ""),
+                target_replicas=int(d.get("target_num_replicas") or 0),
+                replicas=tuple(
+                    ReplicaState(r["replica_id"], r["state"]) for r in d.get("replicas", [])
+                ),
+            )
+            for dname, d in (app.get("deployments") or {}).items()
+        }
+        apps[name] = AppState(
+            name=name,
+            status=app.get("status", ""),
+            message=app.get("message", ""),
+            config=app.get("deployed_app_config") or {},
+            deployments=deployments,
+        )
+    return ServeState(
+        running=bool(payload.get("controller_info")),
+        http_options=payload.get("http_options") or {},
+        proxy_location=payload.get("proxy_location"),
+        apps=apps,
+    )
+
+
+def validate_deploy_config(config: dict) -> dict:
+    """Validate with Ray's own ServeDeploySchema before anything is sent.
+
+    Imported lazily: ray.serve.schema is heavy and only needed where configs are written.
+    """
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        ServeDeploySchema.model_validate(config)
+    except Exception as exc:  # pydantic.ValidationError, kept generic across Ray versions
+        raise ServeApiError(f"Serve config rejected by ServeDeploySchema: {exc}") from exc
+    return config
+
+
+@contextlib.contextmanager
+def cluster_lock(dashboard_url: str) -> Iterator[None]:
+    """Serialise read-modify-write of one cluster's Serve config across processes.
+
+    Pulumi runs resource operations in parallel, and PUT replaces every app, so two
+    services writing at once would undo each other without this lock.
+    """
+    digest = hashlib.sha256(dashboard_url.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"gpuserve-serve-{digest}.lock"
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ServeClient:
+    def __init__(self, dashboard_url: str, token: str, timeout_s: float = 30.0):
+        self.dashboard_url = dashboard_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.dashboard_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ServeClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @retry(
+        retry=retry_if_exception_type(_TRANSIENT),
+        wait=wait_exponential(multiplier=0.2, max=2),
+        stop=stop_after_delay(30),
+        reraise=True,
+    )
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ServeApiError(
+                f"{method} {self.dashboard_url}{path} returned {response.status_code}: "
+                f"{response.text[:500]}"
+            )
+        return response
+
+    def state(self) -> ServeState:
+        return parse_state(self._request("GET", APPS_PATH).json())
+
+    def put(self, config: dict) -> None:
+        self._request("PUT", APPS_PATH, json=validate_deploy_config(config))
+
+    def shutdown(self) -> None:
+        self._request("DELETE", APPS_PATH)
+
+    def update_apps(
+        self,
+        change: Callable[[dict[str, dict]], dict[str, dict]],
+        http_options: dict | None = None,
+    ) -> ServeState:
+        """Read the live app configs, apply `change` (name -> app config), PUT the union.
+
+        `change` receives every app on the cluster and returns the full new mapping;
+        callers touch only their own service's apps. Returns the state read before.
+        """
+        with cluster_lock(self.dashboard_url):
+            before = self.state()
+            apps = {cfg["name"]: cfg for cfg in before.app_configs()}
+            new_apps = change(dict(apps))
+            if new_apps == apps and before.running:
+                return before
+            config: dict = {"applications": list(new_apps.values())}
+            options = http_options or _declarable_http_options(before.http_options)
+            if options:
+                config["http_options"] = options
+            if before.proxy_location:
+                config["proxy_location"] = before.proxy_location
+            self.put(config)
+            return before
+
+
+def _declarable_http_options(live: dict) -> dict:
+    # Only host and port are ours to declare; echoing every live field back would
+    # pin defaults (timeouts, TLS) that we never chose.
+    return {k: live[k] for k in ("host", "port") if live.get(k) is not None}
