@@ -22,7 +22,7 @@ export PULUMI_CONFIG_PASSPHRASE ?= gpuserve-local-stack
 endif
 PULUMI := $(TOOLS)/pulumi
 
-.PHONY: help setup venv pulumi-cli stack up down preview refresh recover test test-fast bench clean
+.PHONY: help setup venv pulumi-cli stack check-config up down preview refresh recover test test-fast bench clean
 
 help:
 	@echo "make up        set everything up and run 'pulumi up' on the local stack"
@@ -49,14 +49,17 @@ stack: setup
 	@mkdir -p $(STATE)/backend $(PULUMI_HOME)
 	@$(PULUMI) stack select $(STACK) 2>/dev/null || $(PULUMI) stack init $(STACK)
 
-up: stack
+check-config: venv
+	@$(PY) -m components.config stacks/Pulumi.$(STACK).yaml
+
+up: stack check-config
 	$(PULUMI) up --yes --skip-preview --stack $(STACK)
 	@echo
 	@$(PULUMI) stack output --stack $(STACK)
 	@echo
 	@echo "Try: curl -s -X POST $$($(PULUMI) stack output endpoints --stack $(STACK) --json | $(PY) -c 'import json,sys; print(next(iter(json.load(sys.stdin).values())))') -H 'content-type: application/json' -d '{\"features\": [5.9, 3.0, 4.2, 1.5]}'"
 
-preview: stack
+preview: stack check-config
 	$(PULUMI) preview --stack $(STACK) --diff
 
 refresh: stack

@@ -105,7 +105,7 @@ class Autoscaling(Strict):
     @model_validator(mode="after")
     def _ordered(self) -> "Autoscaling":
         if self.max_replicas < self.min_replicas:
-            raise ValueError("max_replicas >= min_replicas")
+            raise ValueError("max_replicas: a value >= min_replicas")
         return self
 
 
@@ -143,7 +143,7 @@ class ServiceConfig(Strict):
     @model_validator(mode="after")
     def _one_scaling_mode(self) -> "ServiceConfig":
         if (self.num_replicas is None) == (self.autoscaling is None):
-            raise ValueError("exactly one of num_replicas or autoscaling")
+            raise ValueError("num_replicas: set exactly one of num_replicas or autoscaling")
         return self
 
     @property
@@ -197,7 +197,7 @@ class AwsNodePool(Strict):
     @model_validator(mode="after")
     def _ordered(self) -> "AwsNodePool":
         if not self.min_nodes <= self.desired_nodes <= self.max_nodes:
-            raise ValueError("min_nodes <= desired_nodes <= max_nodes")
+            raise ValueError("desired_nodes: min_nodes <= desired_nodes <= max_nodes")
         return self
 
     @property
@@ -361,6 +361,11 @@ def _problem(err: dict, document: dict) -> tuple[str, Any, str]:
     if kind == "union_tag_invalid":
         return f"{NAMESPACE}:target", document.get("target"), "'local' or 'aws'"
     allowed = re.sub(r"^(Value error, |Input should be |Assertion failed, )", "", err["msg"])
+    named = re.match(r"^(\w+): (.*)$", allowed)
+    if kind == "value_error" and named and isinstance(err.get("input"), dict):
+        # A model-level rule names the key it is about: report that key's path.
+        key, allowed = named.groups()
+        return f"{path}.{key}", err["input"].get(key), allowed
     return path, err.get("input"), allowed
 
 
@@ -398,3 +403,27 @@ def _model_of(annotation: Any) -> Any:
 def _show(value: Any) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_stack_file(path: Path) -> LocalStack | AwsStack:
+    """Validate a stack file the way the program will, without running Pulumi.
+
+    `make up` and `make preview` call this first, so a bad config stops before the CLI
+    starts (a failed Pulumi program would otherwise still rewrite the stack's outputs).
+    """
+    import yaml
+
+    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    values = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    return load_stack_config(config_from_pulumi(encoded), stack)
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        check_stack_file(Path(sys.argv[1]))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -70,7 +70,7 @@ def autoscaling_bounds(scaling: ScalingSpec, replicas: int) -> dict:
     }
 
 
-def router_app(spec: ServiceSpec, primary: str, canary: str | None, weights: dict[str, int]) -> dict:
+def router_app(spec: ServiceSpec, primary: str, canary: str | None, weights: dict[str, float]) -> dict:
     return {
         "name": spec.service,
         "route_prefix": spec.route_prefix,
@@ -92,14 +92,14 @@ def router_app(spec: ServiceSpec, primary: str, canary: str | None, weights: dic
     }
 
 
-def router_weights(app_config: dict | None) -> tuple[str | None, str | None, dict[str, int]]:
+def router_weights(app_config: dict | None) -> tuple[str | None, str | None, dict[str, float]]:
     """Read (primary, canary, weights) back from a live router app config."""
     if not app_config:
         return None, None, {}
     for deployment in app_config.get("deployments", []):
         if deployment.get("name") == ROUTER_DEPLOYMENT:
             user = deployment.get("user_config") or {}
-            weights = {v: int(w) for v, w in (user.get("weights") or {}).items()}
+            weights = {v: float(w) for v, w in (user.get("weights") or {}).items()}
             return user.get("primary"), user.get("canary"), weights
     return None, None, {}
 

@@ -30,7 +30,7 @@ class LiveService:
 
     primary: str | None
     canary: str | None
-    canary_traffic: int
+    canary_traffic: float
     declared: dict[str, int]  # version -> declared replicas
     ready: dict[str, int]  # version -> RUNNING replicas
     replica_ids: dict[str, list[str]]
@@ -81,7 +81,7 @@ def observe(state: ServeState, service: str) -> LiveService:
     return LiveService(
         primary=primary,
         canary=canary,
-        canary_traffic=int(weights.get(canary, 0)) if canary else 0,
+        canary_traffic=float(weights.get(canary, 0.0)) if canary else 0.0,
         declared=declared,
         ready=ready,
         replica_ids=ids,
@@ -263,8 +263,8 @@ class RolloutController:
                     return self._finish(primary, canary, step)
                 self._resize(primary, step.primary_replicas, canary, step.canary_replicas)
                 p, c = step.primary_replicas, step.canary_replicas
-                self.say(f"wave {step.wave}/{plan.waves}: {canary} {c} replicas at {t}%, "
-                         f"{primary} {p} replicas at {100 - t}%",
+                self.say(f"wave {step.wave}/{plan.waves}: {canary} {c} replicas at {t:.4g}%, "
+                         f"{primary} {p} replicas at {100 - t:.4g}%",
                          step="wave", wave=step.wave, primary_replicas=p, canary_replicas=c, canary_traffic=t)
             except _GateFailed as failed:
                 self._rollback(self.live(), reason=failed.verdict.detail, wave=step.wave,
@@ -320,8 +320,8 @@ class RolloutController:
                 if step.primary_replicas > p:
                     self._scale(primary, step.primary_replicas)
                 p, c = step.primary_replicas, step.canary_replicas
-            self.say(f"rollback: {primary} {p} replicas at {100 - step.canary_traffic}%, "
-                     f"{canary} {c} at {step.canary_traffic}%",
+            self.say(f"rollback: {primary} {p} replicas at {100 - step.canary_traffic:.4g}%, "
+                     f"{canary} {c} at {step.canary_traffic:.4g}%",
                      step="rollback", primary_replicas=p, canary_replicas=c, canary_traffic=step.canary_traffic)
         if p < n:
             self._scale(primary, n)
@@ -368,7 +368,7 @@ class RolloutController:
         if not verdict.passed:
             return verdict
         verdict = self.prober.evaluate(self.spec.rollout.gates)
-        self.say(f"gate after wave {step.wave} at {step.canary_traffic}%: "
+        self.say(f"gate after wave {step.wave} at {step.canary_traffic:.4g}%: "
                  f"{'pass' if verdict.passed else 'FAIL'}: {verdict.detail}",
                  step="gate", wave=step.wave, gate=verdict.figures())
         return verdict
@@ -401,9 +401,9 @@ class RolloutController:
         self.client.update_apps(lambda a: {**a, grown: _with_replicas(a[grown], c, self.spec)})
         self._wait_ready(canary, c, purpose=f"growing canary {canary} to {c}", on_fail=self._raise_gate)
 
-    def _write_router(self, primary: str, canary: str | None, canary_traffic: int,
+    def _write_router(self, primary: str, canary: str | None, canary_traffic: float,
                       started: float | None = None) -> None:
-        weights = {primary: 100 - canary_traffic}
+        weights = {primary: round(100 - canary_traffic, 4)}
         if canary:
             weights[canary] = canary_traffic
         router = apps.router_app(self.spec, primary, canary, weights)
@@ -413,19 +413,19 @@ class RolloutController:
             user["rollout_started_at"] = started or time.time()
         self.client.update_apps(lambda a: {**a, router["name"]: router})
 
-    def _shift(self, primary: str, canary: str, canary_traffic: int, started: float | None) -> None:
+    def _shift(self, primary: str, canary: str, canary_traffic: float, started: float | None) -> None:
         live = self.live()
         if live.canary == canary and live.canary_traffic == canary_traffic and live.primary == primary:
             return
         self._write_router(primary, canary, canary_traffic, started)
         self._wait_router(primary, canary, canary_traffic)
 
-    def _wait_router(self, primary: str, canary: str | None, canary_traffic: int) -> None:
+    def _wait_router(self, primary: str, canary: str | None, canary_traffic: float) -> None:
         """Wait until the Router replica has applied the weights (it reports them on GET)."""
         import httpx
 
         url = self.spec.http_url.rstrip("/") + self.spec.route_prefix
-        want = {primary: float(100 - canary_traffic)}
+        want = {primary: round(100 - canary_traffic, 4)}
         if canary and canary_traffic:
             want[canary] = float(canary_traffic)
         want = {v: w for v, w in want.items() if w > 0}

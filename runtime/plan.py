@@ -11,8 +11,11 @@ most k/N of the traffic):
 
     surge        = min(N, max(1, ceil(p% * N)))          # replicas a wave adds
     cap          = N + surge                               # replicas alive at any time
-    t            <= floor(100 * C / N)                     # canary traffic cap
-    100 - t      <= floor(100 * P / N)                     # primary traffic cap
+    t            <= 100 * C / N                            # canary traffic cap
+    100 - t      <= 100 * P / N                            # primary traffic cap
+
+Traffic is a float percent (rounded to 4 decimals): with integer percents, N=3 would
+give the canary 33% and the primary 67% of traffic on 2/3 of the capacity.
     P >= 1 and C >= 1 until t = 100
 
 A wave: shift t up to the canary's cap (or the next explicit traffic step), bake and
@@ -51,7 +54,7 @@ class Step:
 
     kind: StepKind
     wave: int  # 1-based wave number; 0 for steps outside waves
-    canary_traffic: int  # percent to the canary after this step's traffic shift
+    canary_traffic: float  # percent to the canary after this step's traffic shift
     primary_replicas: int  # after this step
     canary_replicas: int  # after this step
     gated: bool = False  # bake + gates run after the traffic shift
@@ -88,7 +91,7 @@ class Plan:
             wave = str(s.wave) if s.wave else "-"
             rows.append(
                 f"{wave:>5} {s.kind.value:<14} {s.canary_replicas:>6} {s.primary_replicas:>7} "
-                f"{s.canary_traffic:>7}% {self.gpus(s):>6g}"
+                f"{s.canary_traffic:>7.4g}% {self.gpus(s):>6g}"
             )
         return "\n".join(rows)
 
@@ -102,14 +105,19 @@ def surge_replicas(n: int, max_surge_percent: int) -> int:
     return min(n, max(1, math.ceil(max_surge_percent * n / 100)))
 
 
-def traffic_cap(replicas: int, n: int) -> int:
+TRAFFIC_DECIMALS = 4
+# Replica-unit slack for comparing rounded percents; far below one replica.
+_EPS = 1e-3
+
+
+def traffic_cap(replicas: int, n: int) -> float:
     """The most traffic (percent) `replicas` ready replicas may carry out of N."""
-    return 100 if replicas >= n else (100 * replicas) // n
+    return 100.0 if replicas >= n else round(100 * replicas / n, TRAFFIC_DECIMALS)
 
 
-def replicas_for(traffic: int, n: int) -> int:
+def replicas_for(traffic: float, n: int) -> int:
     """The fewest replicas whose capacity covers `traffic` percent of N."""
-    return math.ceil(traffic * n / 100)
+    return max(0, math.ceil(traffic * n / 100 - _EPS))
 
 
 def plan_rollout(
@@ -118,7 +126,7 @@ def plan_rollout(
     *,
     primary: int | None = None,
     canary: int = 0,
-    canary_traffic: int = 0,
+    canary_traffic: float = 0,
     traffic_steps: list[int] | None = None,
     hold_at: int | None = None,
     old_gpus_per_replica: float = 1.0,
@@ -178,7 +186,7 @@ def plan_rollback(
     *,
     primary: int,
     canary: int,
-    canary_traffic: int,
+    canary_traffic: float,
     old_gpus_per_replica: float = 1.0,
     new_gpus_per_replica: float = 1.0,
 ) -> Plan:
@@ -196,7 +204,7 @@ def plan_rollback(
     steps: list[Step] = []
     while True:
         # Traffic first: the primary takes all it can carry right now.
-        t = min(t, max(0, 100 - traffic_cap(p, n)))
+        t = min(t, max(0.0, round(100 - traffic_cap(p, n), TRAFFIC_DECIMALS)))
         if p >= n or t == 0:
             # The canary carries nothing: free it entirely, then restore the primary
             # to N (the controller deletes before it grows, so the cap holds).

@@ -1,0 +1,160 @@
+"""Stack config validation: every bad key is reported at once, with path, value and rule."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from components.config import ConfigError, LocalStack, config_from_pulumi, load_stack_config
+
+STACKS = Path(__file__).resolve().parents[3] / "stacks"
+
+VALID = {
+    "target": "local",
+    "node_pools": [{"name": "gpu", "gpus": 4}],
+    "services": [{"name": "llm", "pool": "gpu", "version": "v1", "num_replicas": 2}],
+}
+
+
+def with_change(path: str, value):
+    """Copy of VALID with `path` (dotted, [i] for list items) set to value."""
+    document = copy.deepcopy(VALID)
+    node = document
+    parts = path.replace("[", ".").replace("]", "").split(".")
+    for part in parts[:-1]:
+        key = int(part) if part.isdigit() else part
+        if isinstance(node, dict) and key not in node:
+            node[key] = {}
+        node = node[key]
+    last = parts[-1]
+    node[int(last) if last.isdigit() else last] = value
+    return document
+
+
+def problems(document) -> list[tuple[str, object, str]]:
+    with pytest.raises(ConfigError) as info:
+        load_stack_config(document, "test")
+    return info.value.problems
+
+
+def test_the_minimal_local_config_is_valid_and_fills_defaults():
+    config = load_stack_config(copy.deepcopy(VALID), "test")
+    assert isinstance(config, LocalStack)
+    assert config.services[0].rollout.max_surge_percent == 25
+    assert config.local.http_port == 18000
+
+
+@pytest.mark.parametrize("stack_file", sorted(STACKS.glob("Pulumi.*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_stack_config_is_valid(stack_file):
+    values = {k: v if isinstance(v, str) else __import__("json").dumps(v)
+              for k, v in yaml.safe_load(stack_file.read_text())["config"].items()}
+    load_stack_config(config_from_pulumi(values), stack_file.stem.split(".")[1])
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "reported_path", "allowed"),
+    [
+        pytest.param("services[0].rollout.max_surge_percent", 150,
+                     "gpuserve:services[0].rollout.max_surge_percent", "less than or equal to 100",
+                     id="surge above 100 is refused"),
+        pytest.param("services[0].rollout.max_surge_percent", 0,
+                     "gpuserve:services[0].rollout.max_surge_percent", "greater than or equal to 1",
+                     id="surge of 0 is refused"),
+        pytest.param("services[0].num_replicas", 0,
+                     "gpuserve:services[0].num_replicas", "greater than or equal to 1",
+                     id="zero replicas is refused"),
+        pytest.param("services[0].num_replicas", "two",
+                     "gpuserve:services[0].num_replicas", "valid integer",
+                     id="replicas of the wrong type are refused"),
+        pytest.param("services[0].pool", "cpu",
+                     "gpuserve:services[0].pool", "a defined node pool",
+                     id="a service on an undefined pool is refused"),
+        pytest.param("services[0].colour", "blue",
+                     "gpuserve:services[0].colour", "a known key",
+                     id="an unknown service key is refused"),
+        pytest.param("services[0].version", "v1--x",
+                     "gpuserve:services[0].version", "match pattern",
+                     id="a version with a double dash is refused"),
+        pytest.param("services[0].ray_actor_options.num_gpus", 0,
+                     "gpuserve:services[0].ray_actor_options.num_gpus", "greater than 0",
+                     id="a replica without GPUs is refused"),
+        pytest.param("services[0].rollout.canary_percent", 101,
+                     "gpuserve:services[0].rollout.canary_percent", "less than or equal to 100",
+                     id="canary percent above 100 is refused"),
+        pytest.param("services[0].rollout.traffic_steps", [50, 10],
+                     "gpuserve:services[0].rollout.traffic_steps", "strictly increasing",
+                     id="decreasing traffic steps are refused"),
+        pytest.param("node_pools[0].gpus", -1,
+                     "gpuserve:node_pools[0].gpus", "greater than or equal to 1",
+                     id="negative GPUs are refused"),
+        pytest.param("target", "gcp", "gpuserve:target", "'local' or 'aws'",
+                     id="an unknown target is refused"),
+        pytest.param("local.http_port", 80, "gpuserve:local.http_port", "greater than or equal to 1024",
+                     id="a privileged port is refused"),
+        pytest.param("services[0].num_replicas", 5, "gpuserve:services[0].num_replicas",
+                     "GPUs of pool 'gpu' (4)", id="more steady-state GPUs than the pool has are refused"),
+        pytest.param("services[0].version", "v9", "gpuserve:services[0].version",
+                     "a model artifact that exists", id="a version with no shipped weights is refused"),
+    ],
+)
+def test_bad_values_are_reported_with_path_value_and_rule(path, value, reported_path, allowed):
+    found = problems(with_change(path, value))
+    assert [p for p in found if p[0] == reported_path and allowed in p[2]], found
+
+
+def test_every_problem_is_listed_in_one_error():
+    document = with_change("services[0].num_replicas", 0)
+    document["services"][0]["rollout"] = {"max_surge_percent": 500}
+    document["local"] = {"http_port": "x"}
+    document["bogus"] = 1
+    with pytest.raises(ConfigError) as info:
+        load_stack_config(document, "dev")
+    message = str(info.value)
+    for path in ("gpuserve:services[0].num_replicas", "gpuserve:services[0].rollout.max_surge_percent",
+                 "gpuserve:local.http_port", "gpuserve:bogus"):
+        assert path in message
+    assert message.startswith("invalid stack config for stack 'dev' (4 problems); nothing was changed")
+    assert "got 500" in message and "got 'x'" in message
+
+
+def test_a_service_rollout_overrides_only_the_keys_it_names():
+    document = copy.deepcopy(VALID)
+    document["rollout"] = {"bake_seconds": 5, "gates": {"min_probes": 7, "min_success_rate": 0.9}}
+    document["services"][0]["rollout"] = {"gates": {"min_success_rate": 0.95}}
+    rollout = load_stack_config(document, "test").services[0].rollout
+    assert (rollout.bake_seconds, rollout.gates.min_probes, rollout.gates.min_success_rate) == (5, 7, 0.95)
+
+
+def test_pulumi_values_are_decoded_from_json_and_other_namespaces_ignored():
+    document = config_from_pulumi({"gpuserve:target": "local", "gpuserve:node_pools": '[{"name": "gpu", "gpus": 2}]',
+                                   "aws:region": "us-east-1"})
+    assert document == {"target": "local", "node_pools": [{"name": "gpu", "gpus": 2}]}
+
+
+# -- fuzz: any single bad leaf yields the one clear error ---------------------------
+
+BAD_LEAVES = {
+    "services[0].num_replicas": st.one_of(st.integers(max_value=0), st.text(max_size=3), st.just(None)),
+    "services[0].rollout.max_surge_percent": st.one_of(st.integers(max_value=0), st.integers(min_value=101)),
+    "services[0].max_queued_requests": st.integers(max_value=0),
+    "services[0].graceful_shutdown_timeout_s": st.floats(max_value=-0.001, allow_nan=False),
+    "services[0].rollout.gates.min_success_rate": st.floats(min_value=1.001, allow_nan=False, allow_infinity=False),
+    "services[0].name": st.from_regex(r"[A-Z_ ]{1,5}", fullmatch=True),
+    "node_pools[0].gpus": st.integers(max_value=0),
+    "local.dashboard_port": st.integers(max_value=1023),
+    "services[0].extra_key": st.integers(),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_invalid_leaf_yields_one_error_naming_its_path(data):
+    path = data.draw(st.sampled_from(sorted(BAD_LEAVES)))
+    value = data.draw(BAD_LEAVES[path])
+    found = problems(with_change(path, value))
+    assert any(p[0] == f"gpuserve:{path}" for p in found), (path, value, found)

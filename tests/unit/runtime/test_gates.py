@@ -1,0 +1,45 @@
+"""Gate verdicts from probe figures and Serve status."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.gates import ProbeStats, judge, p95, serve_status_verdict
+from runtime.spec import GateSpec
+
+GATES = GateSpec(min_success_rate=0.99, max_latency_ratio=2.0, latency_floor_ms=50, min_probes=20)
+HEALTHY_PRIMARY = ProbeStats(sent=40, ok=40, p95_ms=40.0)
+
+
+@pytest.mark.parametrize(
+    ("canary", "gate", "passed"),
+    [
+        pytest.param(ProbeStats(40, 40, 45.0), "probes", True, id="a healthy canary passes"),
+        pytest.param(ProbeStats(40, 32, 45.0), "success-rate", False, id="80% success fails the success-rate gate"),
+        pytest.param(ProbeStats(40, 40, 81.0), "latency", False, id="p95 above 2x the primary fails the latency gate"),
+        pytest.param(ProbeStats(10, 10, 10.0), "probes", False, id="too few probes cannot pass"),
+    ],
+)
+def test_probe_verdicts(canary, gate, passed):
+    verdict = judge(GATES, canary, HEALTHY_PRIMARY)
+    assert (verdict.gate, verdict.passed) == (gate, passed)
+
+
+def test_latency_budget_has_a_floor_for_a_very_fast_primary():
+    verdict = judge(GATES, ProbeStats(40, 40, 30.0), ProbeStats(40, 40, 2.0))
+    assert verdict.passed
+
+
+def test_success_rate_failure_names_the_figures():
+    verdict = judge(GATES, ProbeStats(120, 85, 10.0), HEALTHY_PRIMARY)
+    assert verdict.detail == "canary success rate 70.8% < 99.0% over 120 probes"
+
+
+@pytest.mark.parametrize("status", ["DEPLOY_FAILED", "UNHEALTHY"])
+def test_a_failed_serve_status_fails_the_gate(status):
+    verdict = serve_status_verdict(status, {"Model": status}, "constructor raised")
+    assert not verdict.passed and verdict.gate == "serve-status" and "constructor raised" in verdict.detail
+
+
+def test_p95_of_twenty_samples_is_the_nineteenth():
+    assert p95([float(i) for i in range(1, 21)]) == 19.0
