@@ -10,8 +10,8 @@ TOOLS := $(CURDIR)/.tools/bin
 STATE := $(CURDIR)/.state
 
 export PATH := $(TOOLS):$(VENV)/bin:$(PATH)
-export PULUMI_HOME := $(STATE)/pulumi-home
-export PULUMI_BACKEND_URL := file://$(STATE)/backend
+export PULUMI_HOME ?= $(STATE)/pulumi-home
+export PULUMI_BACKEND_URL ?= file://$(STATE)/backend
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 export PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK := true
@@ -69,7 +69,7 @@ down: stack
 	$(PULUMI) destroy --yes --stack $(STACK)
 
 recover: stack
-	scripts/recover $(STACK)
+	PULUMI=$(PULUMI) PYTHON=$(PY) scripts/recover $(STACK)
 
 test: setup
 	$(PY) -m pytest

@@ -255,7 +255,7 @@ class RolloutController:
                     if not verdict.passed:
                         raise _GateFailed(verdict)
                 if step.kind is StepKind.HOLD:
-                    self.say(f"holding at {t}% canary traffic (canary_percent); next `pulumi up` "
+                    self.say(f"holding at {t:.4g}% canary traffic (canary_percent); next `pulumi up` "
                              "with 100 or unset completes, 0 aborts",
                              step="hold", wave=step.wave, canary_traffic=t)
                     return self.live()

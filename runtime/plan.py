@@ -71,7 +71,7 @@ class Plan:
 
     @property
     def waves(self) -> int:
-        return sum(1 for s in self.steps if s.kind in (StepKind.WAVE, StepKind.FINISH))
+        return sum(1 for s in self.steps if s.kind in (StepKind.WAVE, StepKind.FINISH, StepKind.HOLD) and s.gated)
 
     def gpus(self, step: Step) -> float:
         return step.primary_replicas * self.old_gpus_per_replica + step.canary_replicas * self.new_gpus_per_replica

@@ -1,0 +1,164 @@
+"""ModelRollout on real engines: the real CLI, a real local Ray cluster, and background
+load of 4 concurrent clients that counts every response."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.integration.harness import REPO, GpuSampler, Load, LocalStack
+
+pytestmark = pytest.mark.integration
+
+N = 4
+BASE = {"name": "llm", "pool": "gpu", "num_replicas": N, "ray_actor_options": {"num_gpus": 1},
+        "graceful_shutdown_timeout_s": 1, "max_ongoing_requests": 16, "max_queued_requests": 64,
+        "request_timeout_s": 10, "user_config": {"temperature": 1.0}}
+ROLLOUT = {"max_surge_percent": 25, "bake_seconds": 0, "step_timeout_seconds": 120,
+           "gates": {"min_probes": 20, "min_success_rate": 0.99}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    # 6 virtual GPUs: one more than the N + surge = 5 a rollout may use, so the test
+    # observes the planner's cap rather than Ray's scheduling limit.
+    stack = LocalStack(tmp_path_factory.mktemp("rollouts"), gpus=6,
+                       services=[{**BASE, "version": "v1"}], rollout=ROLLOUT)
+    stack.up()
+    yield stack
+    stack.destroy()
+
+
+def declare(stack: LocalStack, **service) -> None:
+    stack.services = [{**BASE, **service}]
+    stack.write_config()
+
+
+def routing(stack: LocalStack) -> dict:
+    return httpx.get(stack.endpoint("llm"), timeout=10).json()
+
+
+def rollout_outputs(stack: LocalStack) -> dict:
+    for resource in stack.resources():
+        if resource["type"].endswith("ModelRollout"):
+            return resource["outputs"]
+    raise AssertionError("no ModelRollout in state")
+
+
+def other(version: str) -> str:
+    return "v2" if version == "v1" else "v1"
+
+
+def test_a_rollout_fails_no_request_and_stays_within_the_surge_budget(stack):
+    start = routing(stack)["primary"]
+    target = other(start)
+    declare(stack, version=target)
+    with Load(stack.endpoint("llm")) as load, GpuSampler(stack.dashboard_url, stack.token()) as gpus:
+        result = stack.up()
+    assert load.failed == 0, load.errors[:5]
+    assert load.sent > 100
+    assert gpus.peak <= N + 1, f"peak {gpus.peak} GPUs > N + ceil(25% N) = {N + 1}"
+    assert routing(stack) == {"service": "llm", "primary": target, "canary": None, "weights": {target: 100.0}}
+    assert stack.outputs()["serving_versions"] == {"llm": target}
+    assert "rollout complete" in result.stdout
+    history = rollout_outputs(stack)["history"]
+    assert [h["step"] for h in history if h.get("step") == "gate"], "gate figures recorded"
+
+
+def test_a_lightweight_change_restarts_no_replica(stack):
+    version = routing(stack)["primary"]
+    before = rollout_outputs(stack)["replica_ids"][version]
+    probs_before = httpx.post(stack.endpoint("llm"), json={"features": [5.9, 3.0, 4.2, 1.5]}).json()["probabilities"]
+    declare(stack, version=version, user_config={"temperature": 3.0}, max_queued_requests=48)
+    result = stack.up()
+    assert "lightweight change" in result.stdout
+    assert rollout_outputs(stack)["replica_ids"][version] == before
+    probs_after = httpx.post(stack.endpoint("llm"), json={"features": [5.9, 3.0, 4.2, 1.5]}).json()["probabilities"]
+    assert probs_after != probs_before, "temperature reached the replicas"
+    declare(stack, version=version)
+    stack.up()
+
+
+def test_a_version_whose_constructor_raises_is_rolled_back_with_no_failed_request(stack, tmp_path):
+    primary = routing(stack)["primary"]
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"not a numpy archive")
+    declare(stack, version="v3", artifact=str(corrupt))
+    with Load(stack.endpoint("llm")) as load:
+        result = stack.up(check=False)
+    declare(stack, version=primary)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"rollout of llm v3 rolled back before wave 1 (serve-status gate)" in output
+    assert f"primary {primary} serves 100%" in output
+    assert load.failed == 0, load.errors[:5]
+    assert routing(stack)["primary"] == primary and routing(stack)["canary"] is None
+    refreshed = stack.pulumi("refresh", "--yes", "--expect-no-changes", check=False)
+    assert refreshed.returncode == 0, refreshed.stdout[-3000:]
+    assert rollout_outputs(stack)["primary_version"] == primary
+
+
+def test_a_canary_failing_a_fifth_of_requests_is_rolled_back_by_the_probe_gate(stack):
+    primary = routing(stack)["primary"]
+    declare(stack, version="v1-flaky", artifact="runtime/app/models/v1.npz",
+            runtime_env={"env_vars": {"GPUSERVE_FAULT_ERROR_RATE": "0.2"}})
+    result = stack.up(check=False)
+    declare(stack, version=primary)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "rolled back at wave 1/4 (success-rate gate): canary success rate" in output
+    assert f"primary {primary} serves 100%" in output
+    assert routing(stack) == {"service": "llm", "primary": primary, "canary": None, "weights": {primary: 100.0}}
+
+
+def test_canary_percent_holds_the_split_until_the_next_up_completes_it(stack):
+    start = routing(stack)["primary"]
+    target = other(start)
+    declare(stack, version=target, rollout={"canary_percent": 25})
+    result = stack.up()
+    assert "holding at 25% canary traffic" in result.stdout
+    assert routing(stack)["weights"] == {start: 75.0, target: 25.0}
+    pinned = httpx.post(stack.endpoint("llm"), json={"features": [5.9, 3.0, 4.2, 1.5]},
+                        headers={"x-serve-version": "canary"}).json()
+    assert pinned["version"] == target
+    assert stack.pulumi("preview", "--expect-no-changes", check=False).returncode == 0
+    declare(stack, version=target, rollout={"canary_percent": 100})
+    with Load(stack.endpoint("llm")) as load:
+        stack.up()
+    assert load.failed == 0, load.errors[:5]
+    assert routing(stack)["primary"] == target and routing(stack)["canary"] is None
+
+
+def test_a_rollout_killed_in_wave_two_converges_on_the_next_up_with_no_failed_request(stack):
+    start = routing(stack)["primary"]
+    target = other(start)
+    declare(stack, version=target)
+    with Load(stack.endpoint("llm")) as load:
+        process = subprocess.Popen(
+            [str(REPO / ".tools/bin/pulumi"), "up", "--yes", "--skip-preview", "--stack", stack.name,
+             "--non-interactive"],
+            cwd=stack.project, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if "wave 1/4:" in line:  # wave 1 done: the rollout is now inside wave 2
+                break
+        # Kill the CLI and every plugin it started (language host, dynamic provider).
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        killed_at = routing(stack)
+        assert killed_at["canary"] == target, "".join(seen[-20:])
+        recovered = subprocess.run([str(REPO / "scripts/recover"), stack.name], cwd=stack.project,
+                                   env=stack.env, capture_output=True, text=True)
+        assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+        result = stack.up()
+    assert "resuming rollout" in result.stdout
+    assert load.failed == 0, load.errors[:5]
+    assert routing(stack) == {"service": "llm", "primary": target, "canary": None, "weights": {target: 100.0}}
