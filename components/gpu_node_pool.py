@@ -26,6 +26,7 @@ class GpuNodePoolArgs:
 class GpuNodePool(pulumi.ComponentResource):
     dashboard_url: pulumi.Output[str]
     token_path: pulumi.Output[str]
+    cluster_id: pulumi.Output[str]
     gpus: int
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
@@ -46,4 +47,6 @@ class GpuNodePool(pulumi.ComponentResource):
         )
         self.dashboard_url = head.dashboard_url
         self.token_path = head.token_path
+        # Changes whenever the head is replaced, so what lives on it is recreated too.
+        self.cluster_id = head.id
         self.register_outputs({"dashboard_url": self.dashboard_url, "gpus": self.gpus})

@@ -68,6 +68,7 @@ class ModelService(pulumi.ComponentResource):
             spec=spec,
             dashboard_url=args.runtime.dashboard_url,
             token_path=args.runtime.token_path,
+            cluster_id=args.runtime.cluster_id,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.rollout = rollout

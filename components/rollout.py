@@ -46,6 +46,18 @@ def _controller(props: dict):
     return RolloutController(spec, client), client
 
 
+def _converge(props: dict) -> dict:
+    """Create and update are the same act: bring the live service to the spec."""
+    controller, client = _controller(props)
+    try:
+        live = controller.converge()
+    except Exception as exc:
+        raise _failure(exc) from exc
+    finally:
+        client.close()
+    return _outputs(props, live, controller.history.entries)
+
+
 def _outputs(props: dict, live, history: list[dict] | None) -> dict:
     return {**{k: v for k, v in props.items() if k not in OUTPUT_KEYS}, **live.outputs(),
             "history": history or []}
@@ -105,8 +117,31 @@ def preview_lines(olds: dict, news: dict) -> str:
     return f"[{service}] rollout strategy change only ({', '.join(fields)}): takes effect on the next rollout"
 
 
+def _known(value: Any) -> bool:
+    """False for Pulumi's placeholder of a value not known during preview."""
+    return value is None or isinstance(value, dict)
+
+
+def _canary_failed(props: dict) -> bool:
+    """Is the held canary's Serve status failed right now? (gates keep watching a hold)"""
+    from runtime import apps
+    from runtime.gates import FAILED_STATUSES
+
+    controller, client = _controller(props)
+    try:
+        app = client.state().apps.get(apps.version_app_name(controller.spec.service, props["canary_version"]))
+    except Exception:  # noqa: BLE001 - an unreachable cluster is reported by the node pool
+        return False
+    finally:
+        client.close()
+    return app is None or app.status in FAILED_STATUSES or any(
+        d.status in FAILED_STATUSES for d in app.deployments.values())
+
+
 class ModelRolloutProvider(ResourceProvider):
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        if not _known(news.get("spec")) or not _known((olds or {}).get("spec")):
+            return CheckResult(news, [])  # preview with unknowns: checked again at update
         old = ((olds or {}).get("spec") or {}).get("version") or {}
         new = (news.get("spec") or {}).get("version") or {}
         failures = []
@@ -121,40 +156,45 @@ class ModelRolloutProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        if not _known(news.get("spec")):
+            # Preview while the serving runtime is being replaced: the spec (it names the
+            # proxy URL) is not known yet, so neither is the plan.
+            print(f"[{_id}] serving runtime changes: the service will be deployed afresh", flush=True)
+            return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         kind, _ = describe_change(olds, news)
-        moved = [k for k in ("dashboard_url", "token_path") if olds.get(k) != news.get(k)]
-        if kind == "none" and not moved:
+        moved = [k for k in ("dashboard_url", "token_path", "cluster_id")
+                 if olds.get(k) is not None and olds.get(k) != news.get(k)]
+        held_canary_failed = kind == "none" and olds.get("canary_version") and _canary_failed(olds)
+        if kind == "none" and not moved and not held_canary_failed:
             return DiffResult(changes=False)
         if kind != "none":
             print(preview_lines(olds, news), flush=True)
-        # A new cluster (dashboard moved) means a fresh deploy there: replace.
-        return DiffResult(changes=True, replaces=["dashboard_url"] if moved else [],
-                          delete_before_replace=True)
+        if held_canary_failed:
+            print(f"[{news['spec']['service']}] held canary {olds['canary_version']} reports a failed "
+                  "Serve status: `pulumi up` will roll it back", flush=True)
+        if moved:
+            print(f"[{news['spec']['service']}] serving cluster changed ({', '.join(moved)}): "
+                  "the service is deployed afresh there", flush=True)
+        # A new cluster is converged like any other: the controller deploys what is missing.
+        return DiffResult(changes=True, replaces=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        controller, client = _controller(props)
-        try:
-            live = controller.converge()
-        except Exception as exc:
-            raise _failure(exc) from exc
-        finally:
-            client.close()
-        return CreateResult(id_=controller.spec.service, outs=_outputs(props, live, controller.history.entries))
+        return CreateResult(id_=props["spec"]["service"], outs=_converge(props))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        controller, client = _controller(news)
-        try:
-            live = controller.converge()
-        except Exception as exc:
-            raise _failure(exc) from exc
-        finally:
-            client.close()
-        return UpdateResult(outs=_outputs(news, live, controller.history.entries))
+        return UpdateResult(outs=_converge(news))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        import httpx
+
         controller, client = _controller(props)
         try:
             live = controller.live()
+        except (httpx.ConnectError, FileNotFoundError) as exc:
+            # Keep what state says rather than forget a service over a network blip;
+            # the node pool's own read reports whether the cluster is alive.
+            print(f"[{controller.spec.service}] cluster unreachable, state kept as is: {exc}", flush=True)
+            return ReadResult(id_, props)
         finally:
             client.close()
         if not live.declared:
@@ -162,9 +202,15 @@ class ModelRolloutProvider(ResourceProvider):
         return ReadResult(id_, _outputs(props, live, props.get("history")))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        import httpx
+
         controller, client = _controller(props)
         try:
             controller.remove()
+        except (httpx.ConnectError, FileNotFoundError) as exc:
+            # The cluster (or its token) is gone, and the apps with it.
+            print(f"[{controller.spec.service}] cluster at {props['dashboard_url']} unreachable; "
+                  f"nothing to remove ({exc})", flush=True)
         finally:
             client.close()
 
@@ -177,7 +223,8 @@ class ModelRollout(Resource, module="gpuserve", name="ModelRollout"):
     history: pulumi.Output[list]
 
     def __init__(self, name: str, spec: pulumi.Input[dict], dashboard_url: pulumi.Input[str],
-                 token_path: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None):
+                 token_path: pulumi.Input[str], cluster_id: pulumi.Input[str] | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
         props = {"spec": spec, "dashboard_url": dashboard_url, "token_path": token_path,
-                 **{k: None for k in OUTPUT_KEYS}}
+                 "cluster_id": cluster_id, **{k: None for k in OUTPUT_KEYS}}
         super().__init__(ModelRolloutProvider(), name, props, opts)

@@ -23,6 +23,7 @@ class ServingRuntimeArgs:
 class ServingRuntime(pulumi.ComponentResource):
     dashboard_url: pulumi.Output[str]
     token_path: pulumi.Output[str]
+    cluster_id: pulumi.Output[str]
     http_url: pulumi.Output[str]
 
     def __init__(self, name: str, args: ServingRuntimeArgs, opts: pulumi.ResourceOptions | None = None):
@@ -33,10 +34,12 @@ class ServingRuntime(pulumi.ComponentResource):
                 "dashboard_url": args.node_pool.dashboard_url,
                 "token_path": args.node_pool.token_path,
                 "http_port": args.http_port,
+                "cluster_id": args.node_pool.cluster_id,
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.dashboard_url = args.node_pool.dashboard_url
         self.token_path = args.node_pool.token_path
+        self.cluster_id = args.node_pool.cluster_id
         self.http_url = serve.http_url
         self.register_outputs({"dashboard_url": self.dashboard_url, "http_url": self.http_url})

@@ -159,7 +159,8 @@ def plan_rollout(
             steps.append(Step(StepKind.FINISH, wave, 100, 0, c, gated=True))
             break
         if t_next <= t and stop_at <= t_next:
-            steps.append(Step(StepKind.HOLD, wave, t, p, c))
+            # Already held here: gates are evaluated again on every `pulumi up`.
+            steps.append(Step(StepKind.HOLD, wave, t, p, c, gated=True))
             break
         before = (p, c, t)
         t = max(t, t_next)

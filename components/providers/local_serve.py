@@ -60,7 +60,9 @@ class LocalServeProvider(ResourceProvider):
         return CreateResult(id_=f"serve-{port}", outs={**props, "http_url": http_url, "healthy": True})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in ("dashboard_url", "token_path", "http_port") if olds.get(k) != news.get(k)]
+        # A key missing from older state (None) is adopted, not treated as a change.
+        changed = [k for k in ("dashboard_url", "token_path", "http_port", "cluster_id")
+                   if olds.get(k) is not None and olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=True)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:

@@ -128,3 +128,12 @@ def test_destroy_leaves_no_process_of_the_cluster_alive(tmp_path):
     finally:
         own.destroy()
     assert local_cluster.session_pids(int(head["sid"])) == []
+
+
+def test_a_dead_ray_head_is_replaced_and_the_service_redeployed_by_the_next_up(stack):
+    head = stack.ray_head()
+    local_cluster.stop({k: head[k] for k in ("pid", "sid", "started_at", "dashboard_url", "token_path", "log_path")})
+    result = stack.up()
+    assert "is not running: it will be replaced" in result.stdout
+    assert predict(stack).json()["version"] == "v1"
+    assert stack.ray_head()["pid"] != head["pid"]
