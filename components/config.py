@@ -212,12 +212,18 @@ class AwsTarget(Strict):
     create_cluster: bool = False
     kubeconfig: str | None = None
     kubernetes_version: str = Field("1.33", pattern=r"^1\.\d{2}$")
-    subnet_ids: list[str] = []
+    # Subnets of the node groups (and of the cluster when created): private ones.
+    subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(min_length=1)
     namespace: str = Field("gpuserve", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     public_load_balancer: bool = False
     tls_certificate_arn: str | None = Field(None, pattern=r"^arn:aws:acm:")
+    # GCS fault tolerance on an external Redis (KubeRay's HA guide) + replica spreading.
     ha: bool = False
-    redis_address: str | None = None
+    redis_address: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$")
+    # Address the Ray head's dashboard and Serve proxies bind inside their pods. It must
+    # be given explicitly: in a pod it is the wildcard address, never a host's.
+    pod_bind_address: str = Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}$")
+    dcgm_exporter: bool = False
 
 
 class _Stack(Strict):
@@ -250,7 +256,7 @@ def load_stack_config(raw: dict[str, Any], stack: str) -> LocalStack | AwsStack:
         config = _ADAPTER.validate_python(document)
     except ValidationError as exc:
         raise ConfigError(stack, [_problem(err, document) for err in exc.errors()]) from None
-    problems = _cross_checks(config)
+    problems = _cross_checks(config, stack)
     if problems:
         raise ConfigError(stack, problems)
     return config
@@ -292,7 +298,7 @@ def _merge_rollout_defaults(document: dict[str, Any]) -> None:
         service["rollout"] = merged
 
 
-def _cross_checks(config: LocalStack | AwsStack) -> list[tuple[str, Any, str]]:
+def _cross_checks(config: LocalStack | AwsStack, stack: str) -> list[tuple[str, Any, str]]:
     problems: list[tuple[str, Any, str]] = []
     pools = {pool.name: pool for pool in config.node_pools}
     _duplicates(problems, "node_pools", [p.name for p in config.node_pools])
@@ -320,7 +326,12 @@ def _cross_checks(config: LocalStack | AwsStack) -> list[tuple[str, Any, str]]:
                 f"a model artifact that exists ({service.artifact_path()} does not); "
                 f"shipped versions: {_shipped_versions()}",
             ))
+    if isinstance(config, AwsStack):
+        problems += _aws_checks(config, stack)
     if isinstance(config, LocalStack):
+        if len(config.node_pools) > 1:
+            problems.append((f"{NAMESPACE}:node_pools", [p.name for p in config.node_pools],
+                             "one node pool on the local target (it is one Ray head)"))
         ports = {
             "http_port": config.local.http_port,
             "dashboard_port": config.local.dashboard_port,
@@ -335,6 +346,20 @@ def _cross_checks(config: LocalStack | AwsStack) -> list[tuple[str, Any, str]]:
                     f"a port not used by {seen.get(port, 'internal_ports_start..+200')}",
                 ))
             seen[port] = name
+    return problems
+
+
+def _aws_checks(config: AwsStack, stack: str) -> list[tuple[str, Any, str]]:
+    problems: list[tuple[str, Any, str]] = []
+    aws = config.aws
+    where = f"{NAMESPACE}:aws"
+    if aws.public_load_balancer and not aws.tls_certificate_arn and stack == "prod":
+        problems.append((f"{where}.public_load_balancer", True,
+                         "false in prod unless tls_certificate_arn is set (a public endpoint needs TLS)"))
+    if aws.kubeconfig and not Path(aws.kubeconfig).expanduser().is_file():
+        problems.append((f"{where}.kubeconfig", aws.kubeconfig, "the path of an existing kubeconfig file"))
+    if aws.ha and not aws.redis_address:
+        problems.append((f"{where}.redis_address", None, "host:port of the external Redis when ha is true"))
     return problems
 
 

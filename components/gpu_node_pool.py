@@ -1,41 +1,67 @@
 """GpuNodePool: where GPU replicas run.
 
 local: one Ray head on 127.0.0.1 with `gpus` virtual GPUs (`ray start --num-gpus`).
-aws:   an EKS managed node group with the NVIDIA AMI, taint and labels, plus the device
-       plugin DaemonSet (see components/aws/).
+aws:   an EKS managed node group on the AL2023 NVIDIA AMI with the `nvidia.com/gpu`
+       NoSchedule taint and pool labels, its IAM role, an optional launch template, the
+       NVIDIA device plugin DaemonSet and, optionally, the DCGM exporter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Union
 
 import pulumi
 
-from components.config import LocalCluster, LocalNodePool
-from components.providers.local_ray_head import LocalRayHead
+from components.config import AwsNodePool, AwsTarget, LocalCluster, LocalNodePool
 
 
 @dataclass(frozen=True)
-class GpuNodePoolArgs:
+class LocalPoolArgs:
     pool: LocalNodePool
     cluster: LocalCluster
     state_dir: Path  # per stack; holds the token and logs of the local head
 
 
+@dataclass(frozen=True)
+class EksPoolArgs:
+    pool: AwsNodePool
+    aws: AwsTarget
+    cluster_name: pulumi.Input[str]
+    aws_provider: Any  # pulumi_aws.Provider
+    k8s_provider: Any  # pulumi_kubernetes.Provider
+    launch_template: bool = True  # carry labels and disk in a launch template (user data)
+
+
+GpuNodePoolArgs = Union[LocalPoolArgs, EksPoolArgs]
+
+
 class GpuNodePool(pulumi.ComponentResource):
-    dashboard_url: pulumi.Output[str]
-    token_path: pulumi.Output[str]
-    cluster_id: pulumi.Output[str]
-    gpus: int
+    gpus: float
+    dashboard_url: pulumi.Output[str]  # local only
+    token_path: pulumi.Output[str]  # local only
+    cluster_id: pulumi.Output[str]  # local only: changes when the head is replaced
+    node_group_name: pulumi.Output[str]  # aws only
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpuserve:gpu_node_pool:GpuNodePool", name, None, opts)
-        self.gpus = args.pool.gpus
+        self.gpus = args.pool.total_gpus
+        if isinstance(args, LocalPoolArgs):
+            self._local(name, args)
+            outputs = {"dashboard_url": self.dashboard_url, "gpus": self.gpus}
+        else:
+            self._eks(name, args)
+            outputs = {"node_group_name": self.node_group_name, "gpus": self.gpus}
+        self.register_outputs(outputs)
+
+    def _local(self, name: str, args: LocalPoolArgs) -> None:
+        from components.providers.local_ray_head import LocalRayHead
+
         head = LocalRayHead(
             f"{name}-ray-head",
             {
-                "name": f"{name}",
+                "name": name,
                 "gpus": args.pool.gpus,
                 "num_cpus": args.cluster.num_cpus,
                 "gcs_port": args.cluster.gcs_port,
@@ -47,6 +73,52 @@ class GpuNodePool(pulumi.ComponentResource):
         )
         self.dashboard_url = head.dashboard_url
         self.token_path = head.token_path
-        # Changes whenever the head is replaced, so what lives on it is recreated too.
         self.cluster_id = head.id
-        self.register_outputs({"dashboard_url": self.dashboard_url, "gpus": self.gpus})
+
+    def _eks(self, name: str, args: EksPoolArgs) -> None:
+        import json
+
+        import pulumi_aws as aws
+        import pulumi_kubernetes as k8s
+
+        from components.aws import render
+
+        aws_opts = pulumi.ResourceOptions(parent=self, provider=args.aws_provider)
+        role = aws.iam.Role(
+            f"{name}-node-role",
+            assume_role_policy=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                               "Action": "sts:AssumeRole"}],
+            }),
+            opts=aws_opts,
+        )
+        attachments = [
+            aws.iam.RolePolicyAttachment(f"{name}-node-{arn.rsplit('/', 1)[1]}", role=role.name,
+                                         policy_arn=arn, opts=aws_opts)
+            for arn in render.NODE_POLICIES
+        ]
+        template_id = None
+        if args.launch_template:
+            template = aws.ec2.LaunchTemplate(f"{name}-launch-template", **render.launch_template_args(args.pool),
+                                              opts=aws_opts)
+            template_id = template.id
+        request = render.node_group_request(args.pool, "CLUSTER", "ROLE", list(args.aws.subnet_ids),
+                                            "TEMPLATE" if template_id is not None else None)
+        node_args = render.node_group_args(request)
+        node_args.update(cluster_name=args.cluster_name, node_role_arn=role.arn)
+        if template_id is not None:
+            node_args["launch_template"] = {"id": template_id, "version": "$Latest"}
+        group = aws.eks.NodeGroup(
+            f"{name}-node-group", **node_args,
+            opts=pulumi.ResourceOptions(parent=self, provider=args.aws_provider, depends_on=attachments),
+        )
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
+        plugin = render.device_plugin_daemonset(args.pool)
+        k8s.apps.v1.DaemonSet(f"{name}-device-plugin", metadata=plugin["metadata"], spec=plugin["spec"],
+                              opts=k8s_opts)
+        if args.aws.dcgm_exporter:
+            dcgm = render.dcgm_exporter_daemonset(args.pool)
+            k8s.apps.v1.DaemonSet(f"{name}-dcgm-exporter", metadata=dcgm["metadata"], spec=dcgm["spec"],
+                                  opts=k8s_opts)
+        self.node_group_name = group.node_group_name

@@ -1,16 +1,21 @@
 """InferenceLoadBalancer: the HTTP entry point of a serving runtime and its health check.
 
-local: the Serve HTTP proxy itself (it listens on 127.0.0.1 and health-checks at
-       `/-/healthz`), so nothing extra is created; the component names the endpoints.
-aws:   a Service of type LoadBalancer with AWS Load Balancer Controller annotations.
+local: the Serve HTTP proxy itself (127.0.0.1, health check `/-/healthz`); nothing
+       extra is created, the component names the endpoints.
+aws:   a Kubernetes Service of type LoadBalancer over the Serve proxies of every Ray
+       node, reconciled by the AWS Load Balancer Controller into an NLB: internal unless
+       `public_load_balancer: true`, health-checked on `/-/healthz`, cross-zone, TLS when
+       a certificate ARN is given. The Ray dashboard is never behind it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
+from components.config import AwsTarget
 from components.serving_runtime import ServingRuntime
 
 HEALTH_PATH = "/-/healthz"
@@ -19,6 +24,8 @@ HEALTH_PATH = "/-/healthz"
 @dataclass(frozen=True)
 class InferenceLoadBalancerArgs:
     runtime: ServingRuntime
+    aws: AwsTarget | None = None  # set for the aws target
+    k8s_provider: Any = None
 
 
 class InferenceLoadBalancer(pulumi.ComponentResource):
@@ -27,9 +34,37 @@ class InferenceLoadBalancer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: InferenceLoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpuserve:load_balancer:InferenceLoadBalancer", name, None, opts)
-        self.url = args.runtime.http_url
-        self.health_check_url = args.runtime.http_url.apply(lambda url: f"{url}{HEALTH_PATH}")
+        if args.aws is None:
+            self.url = args.runtime.http_url
+        else:
+            self.url = self._nlb(name, args)
+        self.health_check_url = self.url.apply(lambda url: f"{url}{HEALTH_PATH}")
         self.register_outputs({"url": self.url, "health_check_url": self.health_check_url})
+
+    def _nlb(self, name: str, args: InferenceLoadBalancerArgs) -> pulumi.Output[str]:
+        import pulumi_kubernetes as k8s
+
+        from components.aws import render
+
+        manifest = render.serve_service(args.runtime.cluster_name, args.aws)
+        service = k8s.core.v1.Service(
+            f"{name}-service", metadata=manifest["metadata"], spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[args.runtime]),
+        )
+        scheme = "https" if args.aws.tls_certificate_arn else "http"
+        in_cluster = f"{manifest['metadata']['name']}.{args.aws.namespace}.svc.cluster.local"
+        # Until the controller has provisioned the NLB (and under mocks) there is no
+        # hostname yet; the in-cluster name still reaches the same proxies.
+        return service.status.apply(lambda status: f"{scheme}://{_lb_hostname(status) or in_cluster}")
 
     def endpoint(self, route_prefix: str) -> pulumi.Output[str]:
         return self.url.apply(lambda url: f"{url}{route_prefix}")
+
+
+def _lb_hostname(status: Any) -> str | None:
+    if status is None:
+        return None
+    balancer = status.get("loadBalancer") if isinstance(status, dict) else getattr(status, "load_balancer", None)
+    ingress = (balancer.get("ingress") if isinstance(balancer, dict) else getattr(balancer, "ingress", None)) or []
+    first = ingress[0] if ingress else None
+    return (first.get("hostname") if isinstance(first, dict) else getattr(first, "hostname", None)) if first else None

@@ -19,7 +19,7 @@ class ModelServiceArgs:
     load_balancer: InferenceLoadBalancer
 
 
-def service_spec(service: ServiceConfig, http_url: str) -> dict:
+def service_spec(service: ServiceConfig, http_url: str, http_options: dict | None = None) -> dict:
     """The plain dict the rollout provider receives (runtime.spec.ServiceSpec)."""
     scaling = {
         "max_ongoing_requests": service.max_ongoing_requests,
@@ -42,6 +42,7 @@ def service_spec(service: ServiceConfig, http_url: str) -> dict:
         "route_prefix": f"/{service.name}",
         "request_timeout_s": service.request_timeout_s,
         "http_url": http_url,
+        "http_options": http_options,
         "version": {
             "version": service.version,
             "import_path": service.import_path,
@@ -62,14 +63,16 @@ class ModelService(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpuserve:model_service:ModelService", name, None, opts)
-        spec = args.runtime.http_url.apply(lambda url: service_spec(args.service, url))
+        spec = args.load_balancer.url.apply(
+            lambda url: service_spec(args.service, url, args.runtime.http_options))
         rollout = ModelRollout(
             f"{name}-rollout",
             spec=spec,
             dashboard_url=args.runtime.dashboard_url,
             token_path=args.runtime.token_path,
+            token=args.runtime.token,
             cluster_id=args.runtime.cluster_id,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.load_balancer]),
         )
         self.rollout = rollout
         self.endpoint = args.load_balancer.endpoint(f"/{args.service.name}")

@@ -44,30 +44,58 @@ def run(values: dict[str, Any] | None = None, stack: str | None = None) -> None:
 
 
 def build_local(config: LocalStack, stack: str) -> None:
-    from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
+    from components.gpu_node_pool import GpuNodePool, LocalPoolArgs
     from components.load_balancer import InferenceLoadBalancer, InferenceLoadBalancerArgs
-    from components.model_service import ModelService, ModelServiceArgs
-    from components.serving_runtime import ServingRuntime, ServingRuntimeArgs
+    from components.serving_runtime import LocalRuntimeArgs, ServingRuntime
 
     state_dir = PROJECT_DIR / ".state" / stack
     pool_config = config.node_pools[0]
-    pool = GpuNodePool(pool_config.name, GpuNodePoolArgs(pool_config, config.local, state_dir))
-    runtime = ServingRuntime(f"{pool_config.name}-serve", ServingRuntimeArgs(pool, config.local.http_port))
+    pool = GpuNodePool(pool_config.name, LocalPoolArgs(pool_config, config.local, state_dir))
+    runtime = ServingRuntime(f"{pool_config.name}-serve", LocalRuntimeArgs(pool, config.local.http_port))
     lb = InferenceLoadBalancer(f"{pool_config.name}-lb", InferenceLoadBalancerArgs(runtime))
     pulumi.export("dashboard_url", pool.dashboard_url)
     pulumi.export("http_url", lb.url)
     pulumi.export("health_check_url", lb.health_check_url)
+    _services(config, {pool_config.name: (runtime, lb)})
+
+
+def build_aws(config: AwsStack, stack: str) -> None:
+    """EKS GPU node groups, a KubeRay RayCluster per pool and an NLB in front of its
+    Serve proxies. The cloud SDKs are imported here only, never for the local target."""
+    import pulumi_aws as aws
+    import pulumi_kubernetes as k8s
+
+    from components.aws.cluster import EksCluster, EksClusterArgs
+    from components.gpu_node_pool import EksPoolArgs, GpuNodePool
+    from components.load_balancer import InferenceLoadBalancer, InferenceLoadBalancerArgs
+    from components.serving_runtime import KubeRayRuntimeArgs, ServingRuntime
+
+    aws_provider = aws.Provider("aws", region=config.aws.region)
+    cluster = EksCluster("eks", EksClusterArgs(config.aws, aws_provider))
+    k8s_provider = k8s.Provider("k8s", kubeconfig=cluster.kubeconfig, namespace=config.aws.namespace)
+    runtimes = {}
+    for pool_config in config.node_pools:
+        pool = GpuNodePool(pool_config.name, EksPoolArgs(pool_config, config.aws, cluster.name,
+                                                         aws_provider, k8s_provider))
+        runtime = ServingRuntime(f"{pool_config.name}-serve",
+                                 KubeRayRuntimeArgs(config, pool_config, pool, k8s_provider))
+        lb = InferenceLoadBalancer(f"{pool_config.name}-lb",
+                                   InferenceLoadBalancerArgs(runtime, config.aws, k8s_provider))
+        runtimes[pool_config.name] = (runtime, lb)
+        pulumi.export(f"{pool_config.name}_dashboard_internal_url", runtime.dashboard_url)
+        pulumi.export(f"{pool_config.name}_http_url", lb.url)
+    pulumi.export("cluster_name", cluster.name)
+    _services(config, runtimes)
+
+
+def _services(config: LocalStack | AwsStack, runtimes: dict) -> None:
+    from components.model_service import ModelService, ModelServiceArgs
+
     endpoints, versions = {}, {}
     for service in config.services:
+        runtime, lb = runtimes[service.pool]
         model = ModelService(service.name, ModelServiceArgs(service, runtime, lb))
         endpoints[service.name] = model.endpoint
         versions[service.name] = model.serving_version
     pulumi.export("endpoints", endpoints)
     pulumi.export("serving_versions", versions)
-
-
-def build_aws(config: AwsStack, stack: str) -> None:
-    raise pulumi.RunError(
-        f"stack '{stack}' targets aws, whose components are not built yet (tracked in the "
-        "cloud-target issue); use the local stack: `make up`"
-    )

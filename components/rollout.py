@@ -42,7 +42,9 @@ def _controller(props: dict):
     from runtime.spec import ServiceSpec
 
     spec = ServiceSpec.model_validate(props["spec"])
-    client = ServeClient(props["dashboard_url"], Path(props["token_path"]).read_text().strip())
+    # k8s: the token arrives as a (secret) input; local: it sits in the head's state dir.
+    token = props.get("token") or Path(props["token_path"]).read_text().strip()
+    client = ServeClient(props["dashboard_url"], token)
     return RolloutController(spec, client), client
 
 
@@ -223,8 +225,11 @@ class ModelRollout(Resource, module="gpuserve", name="ModelRollout"):
     history: pulumi.Output[list]
 
     def __init__(self, name: str, spec: pulumi.Input[dict], dashboard_url: pulumi.Input[str],
-                 token_path: pulumi.Input[str], cluster_id: pulumi.Input[str] | None = None,
-                 opts: pulumi.ResourceOptions | None = None):
-        props = {"spec": spec, "dashboard_url": dashboard_url, "token_path": token_path,
+                 token_path: pulumi.Input[str] | None = None, cluster_id: pulumi.Input[str] | None = None,
+                 token: pulumi.Input[str] | None = None, opts: pulumi.ResourceOptions | None = None):
+        """Exactly one of token_path (local: a file on this machine) or token (a secret)."""
+        props = {"spec": spec, "dashboard_url": dashboard_url, "token_path": token_path, "token": token,
                  "cluster_id": cluster_id, **{k: None for k in OUTPUT_KEYS}}
+        if token is not None:
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["token"]))
         super().__init__(ModelRolloutProvider(), name, props, opts)

@@ -1,33 +1,61 @@
 """ServingRuntime: the Ray Serve control plane that services deploy into.
 
 local: Serve on the local Ray head, HTTP proxy on 127.0.0.1:<http_port>.
-k8s:   a KubeRay RayCluster on the GPU node pool (see components/aws/).
+k8s:   a KubeRay RayCluster on the GPU node pool: a head that runs no replica, a GPU
+       worker group that tolerates the pool's taint, the in-tree autoscaler with room
+       for the rollout surge, token auth from a Secret, and (ha) GCS fault tolerance
+       on an external Redis. No serveConfigV2: ModelRollout is the only writer of
+       Serve applications, through the dashboard's REST API.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Union
 
 import pulumi
 
+from components.config import AwsNodePool, AwsStack
 from components.gpu_node_pool import GpuNodePool
-from components.providers.local_serve import LocalServe
 
 
 @dataclass(frozen=True)
-class ServingRuntimeArgs:
+class LocalRuntimeArgs:
     node_pool: GpuNodePool
     http_port: int
 
 
+@dataclass(frozen=True)
+class KubeRayRuntimeArgs:
+    config: AwsStack
+    pool: AwsNodePool
+    node_pool: GpuNodePool
+    k8s_provider: Any  # pulumi_kubernetes.Provider
+
+
+ServingRuntimeArgs = Union[LocalRuntimeArgs, KubeRayRuntimeArgs]
+
+
 class ServingRuntime(pulumi.ComponentResource):
     dashboard_url: pulumi.Output[str]
-    token_path: pulumi.Output[str]
-    cluster_id: pulumi.Output[str]
-    http_url: pulumi.Output[str]
+    token_path: pulumi.Output[str] | None  # local
+    token: pulumi.Output[str] | None  # k8s, a secret
+    cluster_id: pulumi.Output[str] | None
+    http_url: pulumi.Output[str]  # local: the proxy; k8s: filled in by the load balancer
+    cluster_name: str | None = None
+    http_options: dict | None = None
 
     def __init__(self, name: str, args: ServingRuntimeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpuserve:serving_runtime:ServingRuntime", name, None, opts)
+        if isinstance(args, LocalRuntimeArgs):
+            self._local(name, args)
+        else:
+            self._kuberay(name, args)
+        self.register_outputs({"dashboard_url": self.dashboard_url})
+
+    def _local(self, name: str, args: LocalRuntimeArgs) -> None:
+        from components.providers.local_serve import LocalServe
+
         serve = LocalServe(
             f"{name}-serve",
             {
@@ -38,8 +66,45 @@ class ServingRuntime(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.dashboard_url = args.node_pool.dashboard_url
+        self.dashboard_url = pulumi.Output.from_input(args.node_pool.dashboard_url)
         self.token_path = args.node_pool.token_path
+        self.token = None
         self.cluster_id = args.node_pool.cluster_id
         self.http_url = serve.http_url
-        self.register_outputs({"dashboard_url": self.dashboard_url, "http_url": self.http_url})
+
+    def _kuberay(self, name: str, args: KubeRayRuntimeArgs) -> None:
+        import pulumi_kubernetes as k8s
+
+        from components.aws import render
+        from components.providers.secret_token import SecretToken
+
+        aws = args.config.aws
+        cluster = f"gpuserve-{args.pool.name}"
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
+        ns = render.namespace(aws.namespace)
+        k8s.core.v1.Namespace(f"{name}-namespace", metadata=ns["metadata"], opts=k8s_opts)
+        token = SecretToken(f"{name}-dashboard-token", purpose=f"{cluster} dashboard",
+                            opts=pulumi.ResourceOptions(parent=self))
+        secret = token.value.apply(lambda value: render.dashboard_secret(cluster, aws.namespace, value))
+        k8s.core.v1.Secret(
+            f"{name}-dashboard-secret",
+            metadata=secret.apply(lambda s: s["metadata"]),
+            string_data=pulumi.Output.secret(secret.apply(lambda s: s["stringData"])),
+            type="Opaque",
+            opts=k8s_opts,
+        )
+        manifest = render.ray_cluster(args.config, args.pool, cluster, f"{cluster}-dashboard-token")
+        self.ray_cluster = k8s.apiextensions.CustomResource(
+            f"{name}-ray-cluster",
+            api_version=manifest["apiVersion"],
+            kind=manifest["kind"],
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[args.node_pool]),
+        )
+        self.cluster_name = cluster
+        self.dashboard_url = pulumi.Output.from_input(render.dashboard_internal_url(cluster, aws.namespace))
+        self.token_path = None
+        self.token = token.value
+        self.cluster_id = self.ray_cluster.id
+        self.http_options = {"host": aws.pod_bind_address, "port": render.SERVE_PORT}

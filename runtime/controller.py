@@ -119,6 +119,10 @@ class RolloutController:
         self.t0 = time.monotonic()
 
     # ----------------------------------------------------------------- reading
+    def _apply(self, change: Callable[[dict[str, dict]], dict[str, dict]]) -> None:
+        """The one way this controller writes Serve: read, change our apps, PUT the union."""
+        self.client.update_apps(change, http_options=self.spec.http_options)
+
     def live(self) -> LiveService:
         return observe(self.client.state(), self.spec.service)
 
@@ -178,7 +182,7 @@ class RolloutController:
 
     def _fail_create(self, why: str) -> None:
         target = self.spec.version.version
-        self.client.update_apps(lambda a: {k: v for k, v in a.items()
+        self._apply(lambda a: {k: v for k, v in a.items()
                                            if apps.service_of(k) != self.spec.service})
         raise RolloutFailed(
             f"first deploy of {self.spec.service} {target} failed: {why}; nothing serves "
@@ -198,7 +202,7 @@ class RolloutController:
         if current and _same_app(current.config, wanted) and _same_app(router_now or {}, router_wanted):
             return
         self.say(f"applying lightweight change to {version} in place ({n} replicas)")
-        self.client.update_apps(lambda a: {**a, wanted["name"]: wanted, router_wanted["name"]: router_wanted})
+        self._apply(lambda a: {**a, wanted["name"]: wanted, router_wanted["name"]: router_wanted})
         self._wait_ready(version, n, purpose="in-place update", on_fail=None)
 
     def _drop_orphans(self, live: LiveService) -> LiveService:
@@ -206,7 +210,7 @@ class RolloutController:
         if orphans:
             self.say(f"removing versions that receive no traffic: {', '.join(orphans)}")
             names = {apps.version_app_name(self.spec.service, v) for v in orphans}
-            self.client.update_apps(lambda a: {k: v for k, v in a.items() if k not in names})
+            self._apply(lambda a: {k: v for k, v in a.items() if k not in names})
             return self.live()
         return live
 
@@ -280,7 +284,7 @@ class RolloutController:
         old = apps.version_app_name(self.spec.service, primary)
         router = apps.router_app(self.spec, canary, None, {canary: 100})
         router["deployments"][0]["user_config"]["request_timeout_s"] = self.spec.request_timeout_s
-        self.client.update_apps(lambda a: {**{k: v for k, v in a.items() if k != old}, router["name"]: router})
+        self._apply(lambda a: {**{k: v for k, v in a.items() if k != old}, router["name"]: router})
         self._wait_gone(primary)
         self.say(f"rollout complete: {canary} is primary with {step.canary_replicas} replicas",
                  step="finish", wave=step.wave, canary_traffic=100)
@@ -341,7 +345,7 @@ class RolloutController:
         name = apps.version_app_name(self.spec.service, canary)
         router = apps.router_app(self.spec, primary, None, {primary: 100})
         router["deployments"][0]["user_config"]["request_timeout_s"] = self.spec.request_timeout_s
-        self.client.update_apps(lambda a: {**{k: v for k, v in a.items() if k != name}, router["name"]: router})
+        self._apply(lambda a: {**{k: v for k, v in a.items() if k != name}, router["name"]: router})
         self._wait_router(primary, None, 0)
         self._wait_gone(canary)
 
@@ -381,7 +385,7 @@ class RolloutController:
 
     def _put_version(self, version: str, replicas: int, spec_version: bool) -> None:
         app = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, replicas)
-        self.client.update_apps(lambda a: {**a, app["name"]: app})
+        self._apply(lambda a: {**a, app["name"]: app})
 
     def _scale(self, version: str, replicas: int) -> None:
         name = apps.version_app_name(self.spec.service, version)
@@ -390,7 +394,7 @@ class RolloutController:
             config = _with_replicas(current[name], replicas, self.spec)
             return {**current, name: config}
 
-        self.client.update_apps(change)
+        self._apply(change)
         self._wait_ready(version, replicas, purpose=f"scaling {version} to {replicas}", on_fail=None)
 
     def _resize(self, primary: str, p: int, canary: str, c: int) -> None:
@@ -398,7 +402,7 @@ class RolloutController:
         # holds at every instant, then grow the canary into the freed GPUs.
         self._scale(primary, p)
         grown = apps.version_app_name(self.spec.service, canary)
-        self.client.update_apps(lambda a: {**a, grown: _with_replicas(a[grown], c, self.spec)})
+        self._apply(lambda a: {**a, grown: _with_replicas(a[grown], c, self.spec)})
         self._wait_ready(canary, c, purpose=f"growing canary {canary} to {c}", on_fail=self._raise_gate)
 
     def _write_router(self, primary: str, canary: str | None, canary_traffic: float,
@@ -411,7 +415,7 @@ class RolloutController:
         user["request_timeout_s"] = self.spec.request_timeout_s
         if canary:
             user["rollout_started_at"] = started or time.time()
-        self.client.update_apps(lambda a: {**a, router["name"]: router})
+        self._apply(lambda a: {**a, router["name"]: router})
 
     def _shift(self, primary: str, canary: str, canary_traffic: float, started: float | None) -> None:
         live = self.live()
@@ -478,7 +482,7 @@ class RolloutController:
 
     # ----------------------------------------------------------------- delete
     def remove(self) -> None:
-        self.client.update_apps(lambda a: {k: v for k, v in a.items() if apps.service_of(k) != self.spec.service})
+        self._apply(lambda a: {k: v for k, v in a.items() if apps.service_of(k) != self.spec.service})
 
 
 class _GateFailed(Exception):

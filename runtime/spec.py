@@ -77,3 +77,6 @@ class ServiceSpec(_Frozen):
     scaling: ScalingSpec
     rollout: RolloutSpec = RolloutSpec()
     http_url: str = Field(description="Serve HTTP proxy base URL, for probes")
+    # Serve's http_options when this service is the first to start Serve (k8s target);
+    # None keeps whatever the running Serve instance has (local target).
+    http_options: dict[str, Any] | None = None

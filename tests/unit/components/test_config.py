@@ -36,9 +36,9 @@ def with_change(path: str, value):
     return document
 
 
-def problems(document) -> list[tuple[str, object, str]]:
+def problems(document, stack: str = "test") -> list[tuple[str, object, str]]:
     with pytest.raises(ConfigError) as info:
-        load_stack_config(document, "test")
+        load_stack_config(document, stack)
     return info.value.problems
 
 
@@ -158,3 +158,46 @@ def test_any_invalid_leaf_yields_one_error_naming_its_path(data):
     value = data.draw(BAD_LEAVES[path])
     found = problems(with_change(path, value))
     assert any(p[0] == f"gpuserve:{path}" for p in found), (path, value, found)
+
+
+# -- the aws target --------------------------------------------------------------------
+
+def aws_document(name: str = "prod") -> dict:
+    values = yaml.safe_load((STACKS / f"Pulumi.{name}.yaml").read_text())["config"]
+    return {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("gpuserve:")}
+
+
+@pytest.mark.parametrize(
+    ("change", "reported_path", "allowed"),
+    [
+        pytest.param(lambda d: d["node_pools"][0].update(instance_types=["m5.xlarge"]),
+                     "gpuserve:node_pools[0].instance_types[0]", "match pattern",
+                     id="a non-GPU instance family is refused"),
+        pytest.param(lambda d: d["aws"].update(public_load_balancer=True),
+                     "gpuserve:aws.public_load_balancer", "a public endpoint needs TLS",
+                     id="a public load balancer without TLS is refused in prod"),
+        pytest.param(lambda d: d["aws"].update(redis_address=None),
+                     "gpuserve:aws.redis_address", "external Redis", id="ha without Redis is refused"),
+        pytest.param(lambda d: d["node_pools"][0].update(capacity_type="RESERVED"),
+                     "gpuserve:node_pools[0].capacity_type", "'ON_DEMAND' or 'SPOT'",
+                     id="an unknown capacity type is refused"),
+        pytest.param(lambda d: d["node_pools"][0].update(min_nodes=3),
+                     "gpuserve:node_pools[0].desired_nodes", "min_nodes <= desired_nodes",
+                     id="desired below min nodes is refused"),
+        pytest.param(lambda d: d["aws"].update(subnet_ids=[]),
+                     "gpuserve:aws.subnet_ids", "at least 1 item", id="a node group without subnets is refused"),
+        pytest.param(lambda d: d["aws"].pop("pod_bind_address"),
+                     "gpuserve:aws.pod_bind_address", "a value", id="the pod bind address must be explicit"),
+    ],
+)
+def test_bad_cloud_config_gets_the_one_clear_error(change, reported_path, allowed):
+    document = aws_document()
+    change(document)
+    found = problems(document, "prod")
+    assert [p for p in found if p[0] == reported_path and allowed in p[2]], found
+
+
+def test_a_public_load_balancer_without_tls_is_allowed_outside_prod():
+    document = aws_document("dev")
+    document["aws"]["public_load_balancer"] = True
+    load_stack_config(document, "dev")

@@ -1,0 +1,304 @@
+"""Render the aws target's objects as plain data. Pure: config in, dicts out.
+
+- EKS managed node group arguments, in the EKS API's own names (validated in tests
+  against botocore's service model), and the Pulumi arguments derived from them;
+- Kubernetes objects (NVIDIA device plugin DaemonSet, dashboard token Secret, Serve
+  LoadBalancer Service), validated against the Kubernetes OpenAPI;
+- the KubeRay RayCluster, validated against the KubeRay v1.7.0 CRD.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+
+import jinja2
+
+from components.config import AwsNodePool, AwsStack, AwsTarget, ServiceConfig
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+POOL_LABEL = "gpuserve.io/pool"
+GPU_TYPE_LABEL = "gpuserve.io/gpu-type"
+AMI_TYPE = "AL2023_x86_64_NVIDIA"
+NODE_POLICIES = (
+    "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
+    "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+    "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+)
+DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.2"
+DCGM_EXPORTER_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
+RAY_IMAGE = "rayproject/ray:2.60.0-py311-gpu"
+RAY_VERSION = "2.60.0"
+SERVE_PORT = 8000
+DASHBOARD_PORT = 8265
+HEALTH_PATH = "/-/healthz"
+TOKEN_KEY = "auth_token"
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+)
+
+
+def pool_labels(pool: AwsNodePool) -> dict[str, str]:
+    return {POOL_LABEL: pool.name, GPU_TYPE_LABEL: pool.gpu_type, **pool.labels}
+
+
+def user_data(pool: AwsNodePool) -> str:
+    """nodeadm user data (AL2023) adding the pool's labels to the kubelet, base64."""
+    labels = [f"{k}={v}" for k, v in sorted(pool_labels(pool).items())]
+    text = _TEMPLATES.get_template("nodeadm-user-data.j2").render(labels=labels, max_pods=None)
+    return base64.b64encode(text.encode()).decode()
+
+
+def node_group_request(pool: AwsNodePool, cluster_name: str, node_role_arn: str,
+                       subnets: list[str], launch_template_id: str | None = None) -> dict:
+    """CreateNodegroup request (EKS API names). Disk size moves into the launch
+    template when there is one: EKS refuses both at once."""
+    request = {
+        "clusterName": cluster_name,
+        "nodegroupName": f"{cluster_name}-{pool.name}",
+        "scalingConfig": {"minSize": pool.min_nodes, "maxSize": pool.max_nodes, "desiredSize": pool.desired_nodes},
+        "subnets": subnets,
+        "instanceTypes": list(pool.instance_types),
+        "amiType": AMI_TYPE,
+        "nodeRole": node_role_arn,
+        "labels": pool_labels(pool),
+        "taints": [dict(GPU_TAINT)],
+        "updateConfig": {"maxUnavailable": pool.max_unavailable},
+        "capacityType": pool.capacity_type,
+        "tags": {"gpuserve.io/pool": pool.name},
+    }
+    if launch_template_id:
+        request["launchTemplate"] = {"id": launch_template_id, "version": "$Latest"}
+    else:
+        request["diskSize"] = pool.disk_size_gb
+    return request
+
+
+def node_group_args(request: dict) -> dict:
+    """The same request as pulumi_aws.eks.NodeGroup keyword arguments."""
+    args = {
+        "cluster_name": request["clusterName"],
+        "node_group_name": request["nodegroupName"],
+        "node_role_arn": request["nodeRole"],
+        "subnet_ids": request["subnets"],
+        "instance_types": request["instanceTypes"],
+        "ami_type": request["amiType"],
+        "capacity_type": request["capacityType"],
+        "labels": request["labels"],
+        "taints": [{"key": t["key"], "value": t["value"], "effect": t["effect"]} for t in request["taints"]],
+        "scaling_config": {"min_size": request["scalingConfig"]["minSize"],
+                           "max_size": request["scalingConfig"]["maxSize"],
+                           "desired_size": request["scalingConfig"]["desiredSize"]},
+        "update_config": {"max_unavailable": request["updateConfig"]["maxUnavailable"]},
+        "tags": request["tags"],
+    }
+    if "launchTemplate" in request:
+        args["launch_template"] = {"id": request["launchTemplate"]["id"], "version": request["launchTemplate"]["version"]}
+    else:
+        args["disk_size"] = request["diskSize"]
+    return args
+
+
+def launch_template_args(pool: AwsNodePool) -> dict:
+    return {
+        "name_prefix": f"gpuserve-{pool.name}-",
+        "user_data": user_data(pool),
+        "block_device_mappings": [{
+            "device_name": "/dev/xvda",
+            "ebs": {"volume_size": pool.disk_size_gb, "volume_type": "gp3", "delete_on_termination": "true"},
+        }],
+        "metadata_options": {"http_tokens": "required", "http_put_response_hop_limit": 2},
+    }
+
+
+def _meta(name: str, namespace: str, labels: dict | None = None) -> dict:
+    meta = {"name": name, "namespace": namespace}
+    if labels:
+        meta["labels"] = labels
+    return meta
+
+
+def device_plugin_daemonset(pool: AwsNodePool, namespace: str = "kube-system") -> dict:
+    name = f"nvidia-device-plugin-{pool.name}"
+    labels = {"app.kubernetes.io/name": "nvidia-device-plugin", POOL_LABEL: pool.name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _meta(name, namespace, labels),
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "priorityClassName": "system-node-critical",
+                    "nodeSelector": {POOL_LABEL: pool.name},
+                    "tolerations": [dict(GPU_TOLERATION)],
+                    "containers": [{
+                        "name": "nvidia-device-plugin",
+                        "image": DEVICE_PLUGIN_IMAGE,
+                        "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                        "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
+                    }],
+                    "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
+                },
+            },
+        },
+    }
+
+
+def dcgm_exporter_daemonset(pool: AwsNodePool, namespace: str = "kube-system") -> dict:
+    name = f"dcgm-exporter-{pool.name}"
+    labels = {"app.kubernetes.io/name": "dcgm-exporter", POOL_LABEL: pool.name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _meta(name, namespace, labels),
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": {POOL_LABEL: pool.name},
+                    "tolerations": [dict(GPU_TOLERATION)],
+                    "containers": [{
+                        "name": "dcgm-exporter",
+                        "image": DCGM_EXPORTER_IMAGE,
+                        "ports": [{"name": "metrics", "containerPort": 9400}],
+                        "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}},
+                    }],
+                },
+            },
+        },
+    }
+
+
+def namespace(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def dashboard_secret(cluster: str, ns: str, token: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(f"{cluster}-dashboard-token", ns),
+        "type": "Opaque",
+        "stringData": {TOKEN_KEY: token},
+    }
+
+
+def worker_bounds(config: AwsStack, pool: AwsNodePool) -> tuple[int, int]:
+    """(min, max) GPU workers: steady state of every service on the pool, and enough
+    headroom for the largest rollout surge, never past the node group's max."""
+    from runtime.plan import surge_replicas
+
+    services = [s for s in config.services if s.pool == pool.name]
+    steady = sum(s.replicas * s.gpus_per_replica for s in services)
+    surge = max((surge_replicas(s.replicas, s.rollout.max_surge_percent) * s.gpus_per_replica
+                 for s in services), default=0)
+    per_worker = pool.gpus_per_node
+    low = math.ceil(steady / per_worker)
+    high = min(pool.max_nodes, max(low, math.ceil((steady + surge) / per_worker)))
+    return low, high
+
+
+def ray_cluster(config: AwsStack, pool: AwsNodePool, name: str, secret_name: str) -> dict:
+    aws: AwsTarget = config.aws
+    low, high = worker_bounds(config, pool)
+    bind = aws.pod_bind_address
+    container = {
+        "name": "ray-head",
+        "image": RAY_IMAGE,
+        "ports": [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": DASHBOARD_PORT},
+                  {"name": "serve", "containerPort": SERVE_PORT}],
+        "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
+    }
+    worker_container = {
+        "name": "ray-worker",
+        "image": RAY_IMAGE,
+        "ports": [{"name": "serve", "containerPort": SERVE_PORT}],
+        "resources": {
+            "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": str(pool.gpus_per_node)},
+            "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": str(pool.gpus_per_node)},
+        },
+    }
+    worker_pod: dict = {
+        "nodeSelector": {POOL_LABEL: pool.name},
+        "tolerations": [dict(GPU_TOLERATION)],
+        "containers": [worker_container],
+    }
+    if aws.ha:
+        # Spread replicas across nodes so one node loss costs at most one worker.
+        worker_pod["topologySpreadConstraints"] = [{
+            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"ray.io/cluster": name, "ray.io/group": pool.name}},
+        }]
+    spec: dict = {
+        "rayVersion": RAY_VERSION,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 300},
+        "authOptions": {"mode": "token", "secretName": secret_name},
+        "headGroupSpec": {
+            "serviceType": "ClusterIP",
+            # The head schedules no replica (num-cpus 0) and hosts the dashboard.
+            "rayStartParams": {"num-cpus": "0", "dashboard-host": bind},
+            "template": {"spec": {"containers": [container]}},
+        },
+        "workerGroupSpecs": [{
+            "groupName": pool.name,
+            "replicas": low,
+            "minReplicas": low,
+            "maxReplicas": high,
+            "rayStartParams": {"num-gpus": str(pool.gpus_per_node)},
+            "template": {"spec": worker_pod},
+        }],
+    }
+    if aws.ha:
+        spec["gcsFaultToleranceOptions"] = {"redisAddress": aws.redis_address}
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+            "metadata": _meta(name, aws.namespace, {"app.kubernetes.io/part-of": "gpuserve"}),
+            "spec": spec}
+
+
+def dashboard_internal_url(cluster: str, ns: str) -> str:
+    """KubeRay's head Service; reachable inside the VPC only, never via a public LB."""
+    return f"http://{cluster}-head-svc.{ns}.svc.cluster.local:{DASHBOARD_PORT}"
+
+
+def serve_service(cluster: str, aws: AwsTarget) -> dict:
+    """The Serve proxies of every node behind an NLB (AWS Load Balancer Controller)."""
+    public = aws.public_load_balancer
+    annotations = {
+        "service.beta.kubernetes.io/aws-load-balancer-type": "external",
+        "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing" if public else "internal",
+        "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol": "HTTP",
+        "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path": HEALTH_PATH,
+        "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port": "traffic-port",
+        "service.beta.kubernetes.io/aws-load-balancer-attributes": "load_balancing.cross_zone.enabled=true",
+    }
+    ports = [{"name": "http", "port": 80, "targetPort": SERVE_PORT, "protocol": "TCP"}]
+    if aws.tls_certificate_arn:
+        annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"] = aws.tls_certificate_arn
+        annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-ports"] = "443"
+        ports.append({"name": "https", "port": 443, "targetPort": SERVE_PORT, "protocol": "TCP"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {**_meta(f"{cluster}-serve", aws.namespace), "annotations": annotations},
+        "spec": {
+            "type": "LoadBalancer",
+            # Only the Serve proxy port: the dashboard (8265) is never exposed here.
+            "selector": {"ray.io/cluster": cluster},
+            "ports": ports,
+        },
+    }
+
+
+def services_on(config: AwsStack, pool: AwsNodePool) -> list[ServiceConfig]:
+    return [s for s in config.services if s.pool == pool.name]

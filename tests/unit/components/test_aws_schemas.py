@@ -1,0 +1,117 @@
+"""Everything the aws target renders validates against the real schemas: the Kubernetes
+OpenAPI (kubernetes-validate), the KubeRay v1.7.0 CRD, and botocore's EKS model."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import botocore.session
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from components.aws import render
+from components.config import AwsStack, check_stack_file
+
+REPO = Path(__file__).resolve().parents[3]
+KUBERAY_CRD = REPO.parent / "shared" / "schemas" / "kuberay-v1.7.0" / "ray.io_rayclusters.yaml"
+K8S_VERSION = "1.33.0"
+STACKS = ["dev", "staging", "prod"]
+
+
+def stack(name: str) -> AwsStack:
+    return check_stack_file(REPO / "stacks" / f"Pulumi.{name}.yaml")
+
+
+@functools.cache
+def raycluster_schema() -> dict:
+    crd = yaml.safe_load(KUBERAY_CRD.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+@functools.cache
+def eks_model():
+    return botocore.session.get_session().get_service_model("eks")
+
+
+def k8s_valid(manifest: dict) -> None:
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def rendered_k8s(name: str) -> list[dict]:
+    config = stack(name)
+    objects = [render.namespace(config.aws.namespace),
+               render.dashboard_secret("gpuserve-gpu", config.aws.namespace, "t" * 64),
+               render.serve_service("gpuserve-gpu", config.aws)]
+    for pool in config.node_pools:
+        objects += [render.device_plugin_daemonset(pool), render.dcgm_exporter_daemonset(pool)]
+    return objects
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_kubernetes_objects_validate_against_the_kubernetes_openapi(name):
+    for manifest in rendered_k8s(name):
+        k8s_valid(manifest)
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_the_raycluster_validates_against_the_kuberay_crd(name):
+    config = stack(name)
+    for pool in config.node_pools:
+        manifest = render.ray_cluster(config, pool, f"gpuserve-{pool.name}", "secret")
+        jsonschema.validate(manifest, raycluster_schema())
+
+
+def test_a_raycluster_with_a_wrong_field_fails_the_crd_schema():
+    # The check above can fail: a misspelt field is refused.
+    config = stack("prod")
+    manifest = render.ray_cluster(config, config.node_pools[0], "c", "s")
+    manifest["spec"]["workerGroupSpecs"][0]["maxReplicas"] = "many"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(manifest, raycluster_schema())
+
+
+def test_a_service_with_a_bad_port_fails_the_kubernetes_schema():
+    manifest = render.serve_service("c", stack("dev").aws)
+    manifest["spec"]["ports"][0]["port"] = "eighty"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        k8s_valid(manifest)
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_node_group_requests_fit_botocores_eks_model(name):
+    from botocore.validate import validate_parameters
+
+    model = eks_model()
+    shape = model.operation_model("CreateNodegroup").input_shape
+    for pool in stack(name).node_pools:
+        for template in (None, "lt-0123456789abcdef0"):
+            request = render.node_group_request(pool, "ml", "arn:aws:iam::123456789012:role/n",
+                                                ["subnet-0a1b2c3d4e5f60001"], template)
+            validate_parameters(request, shape)  # types, required members, lengths, ranges
+            members = shape.members
+            assert request["amiType"] in members["amiType"].enum
+            assert request["capacityType"] in members["capacityType"].enum
+            for taint in request["taints"]:
+                assert taint["effect"] in members["taints"].member.members["effect"].enum
+
+
+def test_the_node_group_request_checker_refuses_an_unknown_capacity_type():
+    pool = stack("dev").node_pools[0]
+    request = render.node_group_request(pool, "ml", "arn:aws:iam::123456789012:role/n", ["subnet-0a1b2c3d4e5f60001"])
+    assert "RESERVED" not in eks_model().operation_model("CreateNodegroup").input_shape.members["capacityType"].enum
+    assert request["capacityType"] in ("ON_DEMAND", "SPOT")
+
+
+def test_the_launch_template_user_data_carries_the_pool_labels():
+    import base64
+
+    pool = stack("prod").node_pools[0]
+    text = base64.b64decode(render.user_data(pool)).decode()
+    assert "kind: NodeConfig" in text
+    assert f"--node-labels={render.GPU_TYPE_LABEL}=a100,{render.POOL_LABEL}=gpu" in text
+    assert json.dumps(render.launch_template_args(pool)["block_device_mappings"][0]["ebs"]["volume_size"]) == "500"
