@@ -21,6 +21,9 @@ ifeq ($(STACK),local)
 export PULUMI_CONFIG_PASSPHRASE ?= gpuserve-local-stack
 endif
 PULUMI := $(TOOLS)/pulumi
+# The CrossGuard pack runs on every preview and up; PACK= (empty) turns it off.
+PACK ?= policies
+POLICY_FLAGS := $(if $(PACK),--policy-pack $(PACK),)
 
 .PHONY: help setup venv pulumi-cli stack check-config up down preview refresh recover test test-fast bench clean
 
@@ -53,14 +56,14 @@ check-config: venv
 	@$(PY) -m components.config stacks/Pulumi.$(STACK).yaml
 
 up: stack check-config
-	$(PULUMI) up --yes --skip-preview --stack $(STACK)
+	$(PULUMI) up --yes --stack $(STACK) $(POLICY_FLAGS)
 	@echo
 	@$(PULUMI) stack output --stack $(STACK)
 	@echo
 	@echo "Try: curl -s -X POST $$($(PULUMI) stack output endpoints --stack $(STACK) --json | $(PY) -c 'import json,sys; print(next(iter(json.load(sys.stdin).values())))') -H 'content-type: application/json' -d '{\"features\": [5.9, 3.0, 4.2, 1.5]}'"
 
 preview: stack check-config
-	$(PULUMI) preview --stack $(STACK) --diff
+	$(PULUMI) preview --stack $(STACK) --diff $(POLICY_FLAGS)
 
 refresh: stack
 	$(PULUMI) refresh --yes --stack $(STACK)

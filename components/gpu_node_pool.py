@@ -37,6 +37,14 @@ class EksPoolArgs:
 GpuNodePoolArgs = Union[LocalPoolArgs, EksPoolArgs]
 
 
+def pool_facts(pool: LocalNodePool | AwsNodePool) -> dict:
+    if isinstance(pool, LocalNodePool):
+        return {"pool": pool.name, "target": "local", "gpus_per_node": pool.gpus, "max_nodes": 1,
+                "total_gpus": pool.total_gpus, "instance_types": []}
+    return {"pool": pool.name, "target": "aws", "gpus_per_node": pool.gpus_per_node, "max_nodes": pool.max_nodes,
+            "total_gpus": pool.total_gpus, "instance_types": list(pool.instance_types)}
+
+
 class GpuNodePool(pulumi.ComponentResource):
     gpus: float
     dashboard_url: pulumi.Output[str]  # local only
@@ -45,15 +53,18 @@ class GpuNodePool(pulumi.ComponentResource):
     node_group_name: pulumi.Output[str]  # aws only
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("gpuserve:gpu_node_pool:GpuNodePool", name, None, opts)
+        # The capacity facts ride along as the component's inputs, so the policy pack can
+        # check a rollout's surge against the pool before anything moves.
+        super().__init__("gpuserve:gpu_node_pool:GpuNodePool", name, pool_facts(args.pool), opts)
         self.gpus = args.pool.total_gpus
         if isinstance(args, LocalPoolArgs):
             self._local(name, args)
-            outputs = {"dashboard_url": self.dashboard_url, "gpus": self.gpus}
+            outputs = {"dashboard_url": self.dashboard_url}
         else:
             self._eks(name, args)
-            outputs = {"node_group_name": self.node_group_name, "gpus": self.gpus}
-        self.register_outputs(outputs)
+            outputs = {"node_group_name": self.node_group_name}
+        # Policies read the capacity facts from the registered outputs.
+        self.register_outputs({**outputs, **pool_facts(args.pool)})
 
     def _local(self, name: str, args: LocalPoolArgs) -> None:
         from components.providers.local_ray_head import LocalRayHead

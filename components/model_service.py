@@ -17,10 +17,16 @@ class ModelServiceArgs:
     service: ServiceConfig
     runtime: ServingRuntime
     load_balancer: InferenceLoadBalancer
+    # GPUs of the service's node pool, and those the pool's other services hold at
+    # steady state. Carried in the rollout's inputs so `rollout-surge-fits-capacity`
+    # can judge at preview time, when stack policies do not run for new resources.
+    pool_gpus: float = 0.0
+    others_steady_gpus: float = 0.0
 
 
-def service_spec(service: ServiceConfig, http_url: str, http_options: dict | None = None) -> dict:
-    """The plain dict the rollout provider receives (runtime.spec.ServiceSpec)."""
+def service_spec(service: ServiceConfig, http_options: dict | None = None,
+                 capacity: dict | None = None) -> dict:
+    """The plain dict the rollout provider receives (runtime.spec.ServiceSpec, less http_url)."""
     scaling = {
         "max_ongoing_requests": service.max_ongoing_requests,
         "max_queued_requests": service.max_queued_requests,
@@ -39,10 +45,11 @@ def service_spec(service: ServiceConfig, http_url: str, http_options: dict | Non
         scaling["num_replicas"] = service.num_replicas
     return {
         "service": service.name,
+        "pool": service.pool,
         "route_prefix": f"/{service.name}",
         "request_timeout_s": service.request_timeout_s,
-        "http_url": http_url,
         "http_options": http_options,
+        "capacity": capacity,
         "version": {
             "version": service.version,
             "import_path": service.import_path,
@@ -63,11 +70,13 @@ class ModelService(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpuserve:model_service:ModelService", name, None, opts)
-        spec = args.load_balancer.url.apply(
-            lambda url: service_spec(args.service, url, args.runtime.http_options))
+        # The spec is plain data, known at preview, so the policy pack can check it; the
+        # proxy URL (known only once the load balancer exists) travels separately.
         rollout = ModelRollout(
             f"{name}-rollout",
-            spec=spec,
+            spec=service_spec(args.service, args.runtime.http_options,
+                              {"pool_gpus": args.pool_gpus, "others_steady_gpus": args.others_steady_gpus}),
+            http_url=args.load_balancer.url,
             dashboard_url=args.runtime.dashboard_url,
             token_path=args.runtime.token_path,
             token=args.runtime.token,

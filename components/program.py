@@ -91,10 +91,14 @@ def build_aws(config: AwsStack, stack: str) -> None:
 def _services(config: LocalStack | AwsStack, runtimes: dict) -> None:
     from components.model_service import ModelService, ModelServiceArgs
 
+    pools = {pool.name: pool for pool in config.node_pools}
     endpoints, versions = {}, {}
     for service in config.services:
         runtime, lb = runtimes[service.pool]
-        model = ModelService(service.name, ModelServiceArgs(service, runtime, lb))
+        others = sum(s.replicas * s.gpus_per_replica for s in config.services
+                     if s.pool == service.pool and s.name != service.name)
+        model = ModelService(service.name, ModelServiceArgs(service, runtime, lb, pools[service.pool].total_gpus,
+                                                            others))
         endpoints[service.name] = model.endpoint
         versions[service.name] = model.serving_version
     pulumi.export("endpoints", endpoints)

@@ -41,11 +41,16 @@ def _controller(props: dict):
     from runtime.serve_api import ServeClient
     from runtime.spec import ServiceSpec
 
-    spec = ServiceSpec.model_validate(props["spec"])
+    spec = ServiceSpec.model_validate({**props["spec"], "http_url": _http_url(props)})
     # k8s: the token arrives as a (secret) input; local: it sits in the head's state dir.
     token = props.get("token") or Path(props["token_path"]).read_text().strip()
     client = ServeClient(props["dashboard_url"], token)
     return RolloutController(spec, client), client
+
+
+def _http_url(props: dict) -> str:
+    # Older state kept the URL inside the spec.
+    return props.get("http_url") or (props.get("spec") or {}).get("http_url")
 
 
 def _converge(props: dict) -> dict:
@@ -80,7 +85,9 @@ def describe_change(olds: dict, news: dict) -> tuple[str, list[str]]:
     heavy = [f"version.{k}" for k in HEAVY if (old.get("version") or {}).get(k) != (new.get("version") or {}).get(k)]
     light = [f"scaling.{k}" for k in set(old.get("scaling") or {}) | set(new.get("scaling") or {})
              if (old.get("scaling") or {}).get(k) != (new.get("scaling") or {}).get(k)]
-    light += [k for k in ("route_prefix", "request_timeout_s", "http_url") if old.get(k) != new.get(k)]
+    light += [k for k in ("route_prefix", "request_timeout_s") if old.get(k) != new.get(k)]
+    if _http_url(olds) != _http_url(news):
+        light.append("http_url")
     other = [f"rollout.{k}" for k in set(old.get("rollout") or {}) | set(new.get("rollout") or {})
              if (old.get("rollout") or {}).get(k) != (new.get("rollout") or {}).get(k)]
     if heavy:
@@ -98,7 +105,7 @@ def preview_lines(olds: dict, news: dict) -> str:
     from runtime.spec import ServiceSpec
 
     kind, fields = describe_change(olds, news)
-    spec = ServiceSpec.model_validate(news["spec"])
+    spec = ServiceSpec.model_validate({**news["spec"], "http_url": _http_url(news) or ""})
     service = spec.service
     if kind == "heavy":
         old_version = olds.get("primary_version") or (olds.get("spec") or {}).get("version", {}).get("version")
@@ -158,9 +165,9 @@ class ModelRolloutProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        if not _known(news.get("spec")):
-            # Preview while the serving runtime is being replaced: the spec (it names the
-            # proxy URL) is not known yet, so neither is the plan.
+        if not _known(news.get("spec")) or not isinstance(_http_url(news), str):
+            # Preview while the serving runtime is being replaced: its proxy URL is not
+            # known yet, so neither is the plan.
             print(f"[{_id}] serving runtime changes: the service will be deployed afresh", flush=True)
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
         kind, _ = describe_change(olds, news)
@@ -224,12 +231,12 @@ class ModelRollout(Resource, module="gpuserve", name="ModelRollout"):
     replicas: pulumi.Output[dict]
     history: pulumi.Output[list]
 
-    def __init__(self, name: str, spec: pulumi.Input[dict], dashboard_url: pulumi.Input[str],
+    def __init__(self, name: str, spec: dict, http_url: pulumi.Input[str], dashboard_url: pulumi.Input[str],
                  token_path: pulumi.Input[str] | None = None, cluster_id: pulumi.Input[str] | None = None,
                  token: pulumi.Input[str] | None = None, opts: pulumi.ResourceOptions | None = None):
         """Exactly one of token_path (local: a file on this machine) or token (a secret)."""
-        props = {"spec": spec, "dashboard_url": dashboard_url, "token_path": token_path, "token": token,
-                 "cluster_id": cluster_id, **{k: None for k in OUTPUT_KEYS}}
+        props = {"spec": spec, "http_url": http_url, "dashboard_url": dashboard_url, "token_path": token_path,
+                 "token": token, "cluster_id": cluster_id, **{k: None for k in OUTPUT_KEYS}}
         if token is not None:
             opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["token"]))
         super().__init__(ModelRolloutProvider(), name, props, opts)

@@ -71,6 +71,7 @@ class RolloutSpec(_Frozen):
 
 class ServiceSpec(_Frozen):
     service: str
+    pool: str | None = None  # the node pool it runs on (for policies and reports)
     route_prefix: str
     request_timeout_s: float = 30.0
     version: VersionSpec
@@ -80,3 +81,5 @@ class ServiceSpec(_Frozen):
     # Serve's http_options when this service is the first to start Serve (k8s target);
     # None keeps whatever the running Serve instance has (local target).
     http_options: dict[str, Any] | None = None
+    # Capacity facts for the policy pack ({pool_gpus, others_steady_gpus}); unused here.
+    capacity: dict[str, float] | None = None

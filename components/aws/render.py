@@ -35,6 +35,7 @@ SERVE_PORT = 8000
 DASHBOARD_PORT = 8265
 HEALTH_PATH = "/-/healthz"
 TOKEN_KEY = "auth_token"
+PUBLIC_ANNOTATION = "gpuserve.io/public"
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -274,6 +275,8 @@ def serve_service(cluster: str, aws: AwsTarget) -> dict:
     """The Serve proxies of every node behind an NLB (AWS Load Balancer Controller)."""
     public = aws.public_load_balancer
     annotations = {
+        # Our own record of intent: the policy pack allows internet-facing only with it.
+        PUBLIC_ANNOTATION: "true" if public else "false",
         "service.beta.kubernetes.io/aws-load-balancer-type": "external",
         "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing" if public else "internal",

@@ -62,6 +62,9 @@ class LocalStack:
             target = self.project / entry
             if not target.exists() and (REPO / entry).exists():
                 target.symlink_to(REPO / entry)
+        # The policy pack finds its virtualenv at ../.venv, relative to policies/.
+        if not (self.project / ".venv").exists():
+            (self.project / ".venv").symlink_to(VENV)
         pulumi_yaml = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
         pulumi_yaml["runtime"]["options"]["virtualenv"] = str(VENV)
         (self.project / "Pulumi.yaml").write_text(yaml.safe_dump(pulumi_yaml))
@@ -124,7 +127,7 @@ class LocalStack:
 
     def resources(self) -> list[dict]:
         state = json.loads(self.pulumi("stack", "export").stdout)
-        return state["deployment"].get("resources") or []
+        return (state.get("deployment") or {}).get("resources") or []
 
     def ray_head(self) -> dict | None:
         for resource in self.resources():

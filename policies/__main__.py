@@ -1,0 +1,24 @@
+"""Entry point of the policy pack: `pulumi preview --policy-pack policies`."""
+
+from pulumi_policy import PolicyPack
+from pulumi_policy import deserialize
+
+from policies.pack import ENFORCEMENT, PACK_NAME, POLICIES
+from policies.validators import Secret
+
+# pulumi_policy unwraps secrets into plain values, which would hide from
+# `secrets-are-secret` whether a value was one. Keep the marker: a secret string
+# arrives as `Secret`, a str subclass every other validator reads as a str.
+_unwrap = deserialize._deserialize_property  # pylint: disable=protected-access
+
+
+def _keep_secret_marker(prop):
+    if isinstance(prop, dict) and prop.get(deserialize.SPECIAL_SIG_KEY) == deserialize.SPECIAL_SECRET_SIG:
+        value = _unwrap(prop["value"])
+        return Secret(value) if isinstance(value, str) else value
+    return _unwrap(prop)
+
+
+deserialize._deserialize_property = _keep_secret_marker  # pylint: disable=protected-access
+
+PolicyPack(name=PACK_NAME, enforcement_level=ENFORCEMENT, policies=POLICIES)

@@ -1,0 +1,287 @@
+"""One validator per policy: plain functions of resource props and policy config that
+return violation messages. No pulumi_policy types here, so each is easy to test.
+
+Each message states the rule, the value seen and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlparse
+
+ROLLOUT = "pulumi-python:dynamic/gpuserve:ModelRollout"
+POOL = "gpuserve:gpu_node_pool:GpuNodePool"
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+RAY_CLUSTER = "kubernetes:ray.io/v1:RayCluster"
+K8S_SERVICE = "kubernetes:core/v1:Service"
+K8S_SECRET = "kubernetes:core/v1:Secret"
+SCHEME = "service.beta.kubernetes.io/aws-load-balancer-scheme"
+SSL_CERT = "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"
+PUBLIC = "gpuserve.io/public"
+DASHBOARD_PORT = 8265
+GPU_TAINT_KEY = "nvidia.com/gpu"
+SENSITIVE = ("token", "password", "secret", "stringdata")
+
+
+class Secret(str):
+    """A string that reached the resource as a Pulumi secret (see policies/__main__.py)."""
+
+
+def plain(value: Any) -> Any:
+    """Copy pulumi_policy's read-only proxies into plain dicts and lists."""
+    if isinstance(value, Secret):
+        return value
+    if isinstance(value, Mapping):
+        return {k: plain(item) for k, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [plain(item) for item in value]
+    return value
+
+
+def get(props: Mapping[str, Any], *names: str, default: Any = None) -> Any:
+    """First present key among spellings (inputs arrive camelCase from most SDKs)."""
+    for name in names:
+        if isinstance(props, Mapping) and props.get(name) is not None:
+            return props[name]
+    return default
+
+
+def stack_of(urn: str) -> str:
+    # urn:pulumi:<stack>::<project>::<type>::<name>
+    return urn.split("::", 1)[0].rsplit(":", 1)[-1]
+
+
+def is_prod(urn: str, config: Mapping[str, Any]) -> bool:
+    return stack_of(urn) in config.get("prodStacks", ["prod"])
+
+
+def surge_replicas(n: int, percent: int) -> int:
+    return min(n, max(1, math.ceil(percent * n / 100)))
+
+
+def replicas(spec: Mapping[str, Any]) -> int:
+    scaling = spec.get("scaling") or {}
+    return int(scaling.get("num_replicas") or scaling.get("max_replicas") or 1)
+
+
+def rollout_peak_gpus(spec: Mapping[str, Any]) -> float:
+    n = replicas(spec)
+    p = int((spec.get("rollout") or {}).get("max_surge_percent", 25))
+    return (n + surge_replicas(n, p)) * float((spec.get("version") or {}).get("num_gpus", 1))
+
+
+def steady_gpus(spec: Mapping[str, Any]) -> float:
+    return replicas(spec) * float((spec.get("version") or {}).get("num_gpus", 1))
+
+
+# -- 1 ---------------------------------------------------------------------------------
+def gpu_node_pool_tainted(props: Mapping[str, Any]) -> list[str]:
+    taints = get(props, "taints", default=[]) or []
+    ok = any(t.get("key") == GPU_TAINT_KEY and t.get("effect") in ("NO_SCHEDULE", "NoSchedule") for t in taints)
+    if ok:
+        return []
+    seen = [f"{t.get('key')}={t.get('value')}:{t.get('effect')}" for t in taints] or "none"
+    return [f"GPU node groups must carry the taint {GPU_TAINT_KEY}=true:NoSchedule so only GPU workloads "
+            f"land there; taints seen: {seen}. Add it to the node group's taints."]
+
+
+# -- 2 ---------------------------------------------------------------------------------
+def gpu_instance_allowlist(props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    allowed = list(config.get("allowedInstanceTypes") or [])
+    types = get(props, "instanceTypes", "instance_types", default=[]) or []
+    bad = [t for t in types if t not in allowed]
+    if not bad:
+        return []
+    return [f"GPU instance types must come from the allowlist {allowed}; seen {bad}. "
+            f"Choose an allowed type or extend allowedInstanceTypes in the policy config."]
+
+
+# -- 3 ---------------------------------------------------------------------------------
+def gpu_budget(pools: Iterable[Mapping[str, Any]], rollouts: Iterable[Mapping[str, Any]],
+               config: Mapping[str, Any]) -> list[str]:
+    budget = float(config.get("maxGpus", 64))
+    pools = list(pools)
+    capacity = sum(float(p.get("total_gpus", 0)) for p in pools)
+    # Worst moment: every service steady, plus the largest single rollout's surge.
+    specs = [r.get("spec") or {} for r in rollouts]
+    steady = sum(steady_gpus(s) for s in specs)
+    surge = max((rollout_peak_gpus(s) - steady_gpus(s) for s in specs), default=0.0)
+    worst = max(capacity, steady + surge)
+    if worst <= budget:
+        return []
+    return [f"total GPUs must stay within the budget of {budget:g}; node pools can scale to {capacity:g} GPUs "
+            f"and services need {steady:g} steady + {surge:g} for a rollout surge. Lower max_nodes, replicas "
+            f"or max_surge_percent, or raise maxGpus in the policy config."]
+
+
+# -- 4 ---------------------------------------------------------------------------------
+def rollout_surge_fits_capacity(spec: Mapping[str, Any]) -> list[str]:
+    """Judged from the capacity facts the program puts in the rollout's spec: the pool's
+    GPUs and what the pool's other services hold at steady state."""
+    capacity = spec.get("capacity") or {}
+    if not capacity.get("pool_gpus"):
+        return []
+    others = float(capacity.get("others_steady_gpus") or 0)
+    have = float(capacity["pool_gpus"])
+    peak = rollout_peak_gpus(spec)
+    if peak + others <= have:
+        return []
+    n = replicas(spec)
+    p = int((spec.get("rollout") or {}).get("max_surge_percent", 25))
+    g = float((spec.get("version") or {}).get("num_gpus", 1))
+    return [f"a rollout of {spec.get('service')} must fit its node pool '{spec.get('pool')}': peak "
+            f"(N + ceil(p% * N)) x gpus_per_replica = ({n} + {surge_replicas(n, p)}) x {g:g} = {peak:g} GPUs"
+            + (f" plus {others:g} for other services" if others else "")
+            + f" > {have:g} GPUs in the pool. Lower max_surge_percent or replicas, or grow the pool."]
+
+
+# -- 5 ---------------------------------------------------------------------------------
+def rollout_surge_bounds(spec: Mapping[str, Any], prod: bool, config: Mapping[str, Any]) -> list[str]:
+    p = int((spec.get("rollout") or {}).get("max_surge_percent", 25))
+    low = int(config.get("minSurgePercent", 1))
+    high = int(config.get("maxSurgePercentProd" if prod else "maxSurgePercent", 50 if prod else 100))
+    if low <= p <= high:
+        return []
+    where = "in prod " if prod else ""
+    return [f"max_surge_percent of {spec.get('service')} must lie {where}within {low}..{high}; seen {p}. "
+            f"Set rollout.max_surge_percent to at most {high}."]
+
+
+# -- 6 ---------------------------------------------------------------------------------
+def rollout_has_gates(spec: Mapping[str, Any], prod: bool, config: Mapping[str, Any]) -> list[str]:
+    rollout = spec.get("rollout") or {}
+    gates = rollout.get("gates") or {}
+    service = spec.get("service")
+    messages = []
+    if not rollout.get("deadline_minutes"):
+        messages.append(f"rollouts of {service} must have a deadline; seen {rollout.get('deadline_minutes')}. "
+                        "Set rollout.deadline_minutes.")
+    if prod and not gates.get("enabled", True):
+        messages.append(f"prod rollouts of {service} must keep health gates; seen gates.enabled false. "
+                        "Remove it or set it to true.")
+    if prod and float(rollout.get("bake_seconds", 0)) < float(config.get("minBakeSecondsProd", 1)):
+        messages.append(f"prod rollouts of {service} must bake at least {config.get('minBakeSecondsProd', 1)}s "
+                        f"per wave; seen {rollout.get('bake_seconds')}. Raise rollout.bake_seconds.")
+    return messages
+
+
+# -- 7 ---------------------------------------------------------------------------------
+def prod_min_replicas(spec: Mapping[str, Any], prod: bool, config: Mapping[str, Any]) -> list[str]:
+    minimum = int(config.get("minReplicas", 2))
+    scaling = spec.get("scaling") or {}
+    n = int(scaling.get("num_replicas") or scaling.get("min_replicas") or 0)
+    if not prod or n >= minimum:
+        return []
+    return [f"prod services must run at least {minimum} replicas; {spec.get('service')} runs {n}. "
+            f"Raise num_replicas (or autoscaling.min_replicas) to {minimum}."]
+
+
+# -- 8 ---------------------------------------------------------------------------------
+def graceful_shutdown_covers_requests(spec: Mapping[str, Any]) -> list[str]:
+    grace = float((spec.get("scaling") or {}).get("graceful_shutdown_timeout_s", 0))
+    timeout = float(spec.get("request_timeout_s", 0))
+    if grace >= timeout:
+        return []
+    return [f"graceful_shutdown_timeout_s of {spec.get('service')} must cover its request timeout, so a "
+            f"draining replica finishes what it accepted; seen {grace:g}s < request_timeout_s {timeout:g}s. "
+            f"Raise graceful_shutdown_timeout_s to at least {timeout:g}."]
+
+
+# -- 9 ---------------------------------------------------------------------------------
+def load_shedding_configured(spec: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    queued = (spec.get("scaling") or {}).get("max_queued_requests")
+    cap = int(config.get("maxQueuedRequests", 10_000))
+    if queued is not None and 0 < int(queued) <= cap:
+        return []
+    return [f"max_queued_requests of {spec.get('service')} must be set (1..{cap}) so overload gets 503s, "
+            f"not an unbounded queue; seen {queued}. Set max_queued_requests."]
+
+
+# -- 10 --------------------------------------------------------------------------------
+def lb_internal_unless_declared(props: Mapping[str, Any]) -> list[str]:
+    spec = get(props, "spec", default={}) or {}
+    if spec.get("type") != "LoadBalancer":
+        return []
+    annotations = (get(props, "metadata", default={}) or {}).get("annotations") or {}
+    scheme = annotations.get(SCHEME, "internal")
+    if scheme != "internet-facing":
+        return []
+    messages = []
+    if annotations.get(PUBLIC) != "true":
+        messages.append(f"load balancers must be internal unless declared public; seen scheme {scheme} without "
+                        f"{PUBLIC}: \"true\". Set gpuserve:aws.public_load_balancer: true or keep it internal.")
+    if not annotations.get(SSL_CERT):
+        messages.append("a public load balancer must terminate TLS; seen no "
+                        f"{SSL_CERT} annotation. Set gpuserve:aws.tls_certificate_arn.")
+    return messages
+
+
+# -- 11 --------------------------------------------------------------------------------
+def dashboard_not_public_service(props: Mapping[str, Any]) -> list[str]:
+    spec = get(props, "spec", default={}) or {}
+    annotations = (get(props, "metadata", default={}) or {}).get("annotations") or {}
+    public = spec.get("type") == "LoadBalancer" and annotations.get(SCHEME) == "internet-facing"
+    exposed = [p for p in spec.get("ports") or []
+               if DASHBOARD_PORT in (p.get("port"), p.get("targetPort")) or p.get("targetPort") == "dashboard"]
+    if public and exposed:
+        return [f"the Ray dashboard (port {DASHBOARD_PORT}) must never sit behind a public load balancer; "
+                f"seen ports {exposed}. Remove them; reach the dashboard through the internal endpoint."]
+    return []
+
+
+def dashboard_not_public_rollout(props: Mapping[str, Any]) -> list[str]:
+    url = str(get(props, "dashboard_url", default="") or "")
+    host = urlparse(url).hostname or ""
+    if not host or host in ("127.0.0.1", "localhost", "::1") or host.endswith(".svc.cluster.local"):
+        return []
+    return [f"the Ray dashboard must be reached on loopback or a cluster-internal name, never a public "
+            f"address; seen {url}. Use the internal head service endpoint."]
+
+
+# -- 12 --------------------------------------------------------------------------------
+def ha_in_prod(props: Mapping[str, Any], prod: bool) -> list[str]:
+    spec = get(props, "spec", default={}) or {}
+    redis = (spec.get("gcsFaultToleranceOptions") or {}).get("redisAddress")
+    if not prod or redis:
+        return []
+    return ["prod RayClusters must have GCS fault tolerance on an external Redis; seen no "
+            "gcsFaultToleranceOptions.redisAddress. Set gpuserve:aws.ha: true and redis_address."]
+
+
+# -- 13 --------------------------------------------------------------------------------
+def secrets_are_secret(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    leaks = sorted(set(_plaintext_secrets(props, "")))
+    if not leaks:
+        return []
+    return [f"tokens and passwords must reach {resource_type} only as Pulumi secrets; plaintext at "
+            f"{', '.join(leaks)}. Wrap them with pulumi.Output.secret() or `pulumi config set --secret`."]
+
+
+def _plaintext_secrets(value: Any, path: str) -> Iterable[str]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if any(word in str(key).lower() for word in SENSITIVE) and not str(key).lower().endswith(
+                    ("name", "path", "ref", "secretname")):
+                if _has_plain_string(item):
+                    yield child
+                continue
+            yield from _plaintext_secrets(item, child)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _plaintext_secrets(item, f"{path}[{i}]")
+
+
+def _has_plain_string(value: Any) -> bool:
+    if isinstance(value, Secret):
+        return False
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, Mapping):
+        if "valueFrom" in value or "secretKeyRef" in value:
+            return False  # a reference to a Kubernetes Secret, not the value itself
+        return any(_has_plain_string(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_plain_string(v) for v in value)
+    return False

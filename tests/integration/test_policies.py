@@ -1,0 +1,51 @@
+"""The policy pack on the real CLI: it passes the shipped local shape and stops a surge
+that does not fit the pool at preview time, before any resource exists."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.harness import LocalStack
+
+pytestmark = pytest.mark.integration
+
+SERVICE = {"name": "llm", "pool": "gpu", "version": "v1", "ray_actor_options": {"num_gpus": 1},
+           "graceful_shutdown_timeout_s": 5, "request_timeout_s": 5, "max_queued_requests": 32}
+
+
+def test_the_shipped_local_shape_passes_the_pack(tmp_path):
+    stack = LocalStack(tmp_path, gpus=4, services=[{**SERVICE, "num_replicas": 2}],
+                       rollout={"max_surge_percent": 50})
+    result = stack.pulumi("preview", "--policy-pack", "policies", check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Policy Packs run" in result.stdout
+
+
+def violating(tmp_path) -> LocalStack:
+    # N=4 at 1 GPU with p=25 peaks at 5 GPUs on a 4-GPU pool: valid config, unsafe rollout.
+    return LocalStack(tmp_path, gpus=4, services=[{**SERVICE, "num_replicas": 4}],
+                      rollout={"max_surge_percent": 25})
+
+
+def test_a_surge_that_does_not_fit_fails_the_preview_before_anything_exists(tmp_path):
+    stack = violating(tmp_path)
+    result = stack.pulumi("preview", "--policy-pack", "policies", check=False)
+    assert result.returncode != 0
+    assert "rollout-surge-fits-capacity" in result.stdout
+    assert ("a rollout of llm must fit its node pool 'gpu': peak (N + ceil(p% * N)) x gpus_per_replica = "
+            "(4 + 1) x 1 = 5 GPUs > 4 GPUs in the pool.") in result.stdout
+    up = stack.pulumi("up", "--yes", "--policy-pack", "policies", check=False)
+    assert up.returncode != 0 and "rollout-surge-fits-capacity" in up.stdout
+    assert [r for r in stack.resources() if r["type"] != "pulumi:pulumi:Stack"] == []
+    assert stack.ray_head() is None
+
+
+def test_policy_config_can_lower_a_policy_to_advisory(tmp_path):
+    stack = violating(tmp_path)
+    config = tmp_path / "policy-config.json"
+    config.write_text(json.dumps({"rollout-surge-fits-capacity": "advisory"}))
+    result = stack.pulumi("preview", "--policy-pack", "policies", "--policy-pack-config", str(config), check=False)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "advisory" in result.stdout and "rollout-surge-fits-capacity" in result.stdout
