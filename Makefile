@@ -34,6 +34,7 @@ help:
 	@echo "make preview   pulumi preview of STACK (default: local)"
 	@echo "make down      pulumi destroy of STACK; stops the local Ray head"
 	@echo "make recover   clear what a killed 'pulumi up' leaves in state, then refresh"
+	@echo "make bench     rollout safety and GPU cost vs Ray Serve's own update; preview cost"
 
 setup: venv pulumi-cli
 
@@ -79,6 +80,10 @@ test: setup
 
 test-fast: venv
 	$(PY) -m pytest -m "not integration"
+
+bench: setup
+	$(PY) -m bench.run
+	$(PY) -m bench.preview_scale
 
 clean: down
 	rm -rf $(STATE)

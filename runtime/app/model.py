@@ -53,5 +53,12 @@ class Model:
         }
 
 
+    async def __call__(self, request) -> dict:
+        # Direct HTTP, for a version app deployed with its own route prefix (the
+        # benchmark's Ray-Serve-native peer); gpuserve itself routes through the Router.
+        body = await request.json()
+        return await self.predict(body["features"])
+
+
 def build(args: dict) -> serve.Application:
     return Model.bind(args["service"], args["version"], args["artifact"])

@@ -1,0 +1,28 @@
+"""Smoke test of the benchmark: one short scenario, few requests; every field present.
+No thresholds here: figures belong in the benchmark's output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import run
+
+pytestmark = pytest.mark.integration
+
+FIELDS = {"sent", "failed", "failure_rate", "failed_by_status", "failed_by_exception", "p50_ms_before",
+          "p99_ms_before", "p50_ms_during", "p99_ms_during", "peak_gpus", "steady_gpus", "peak_over_steady",
+          "wall_s", "waves", "replica_ready_s", "ideal_s", "actual_over_ideal", "rollback_s", "outcome"}
+
+
+def test_a_smoke_run_writes_every_field(tmp_path):
+    assert run.main(["--smoke", "--out", str(tmp_path)]) == 0
+    (report_path,) = tmp_path.glob("*.json")
+    report = json.loads(report_path.read_text())
+    assert {"cores", "ray", "pulumi"} <= set(report["machine"])
+    (scenario,) = report["scenarios"]
+    assert FIELDS <= set(scenario["metrics"])
+    assert scenario["metrics"]["sent"] > 0
+    assert (tmp_path / scenario["timeline_png"]).stat().st_size > 1000
+    assert "| scenario |" in (tmp_path / report_path.name.replace(".json", ".md")).read_text()
