@@ -1,8 +1,8 @@
 """Start, probe and stop a single-node Ray head on 127.0.0.1 with virtual GPUs.
 
 The head runs `ray start --head --block` in a session of its own (setsid), so every Ray
-process it spawns shares that session id. Stopping kills exactly that session: never
-`ray stop`, which would hit every Ray cluster of the user.
+process it spawns shares that session id. Stopping kills exactly that session, never
+every Ray process of the user as the Ray CLI's own stop command would.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 create  starts `ray start --head --block` in its own session; records pid and sid
 read    reports whether that session is alive and the dashboard answers
 diff    no change while alive and the spec is the same; a dead head is replaced
-delete  stops exactly that session (never `ray stop`)
+delete  stops exactly that session (never the Ray CLI's stop-everything command)
 """
 
 from __future__ import annotations
