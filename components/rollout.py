@@ -131,24 +131,52 @@ def _known(value: Any) -> bool:
     return value is None or isinstance(value, dict)
 
 
-def _canary_failed(props: dict) -> bool:
-    """Is the held canary's Serve status failed right now? (gates keep watching a hold)"""
+def _live_drift(props: dict) -> str | None:
+    """Why the live service differs from what state says is done, or None.
+
+    Asked on every diff that sees no config change, because live state is the truth: a
+    canary left by a killed run, a held canary whose Serve status failed, or a primary
+    changed behind our back all need a `pulumi up` even though the config stands still.
+    """
     from runtime import apps
+    from runtime.controller import observe
     from runtime.gates import FAILED_STATUSES
 
     controller, client = _controller(props)
     try:
-        app = client.state().apps.get(apps.version_app_name(controller.spec.service, props["canary_version"]))
+        state = client.state()
     except Exception:  # noqa: BLE001 - an unreachable cluster is reported by the node pool
-        return False
+        return None
     finally:
         client.close()
-    return app is None or app.status in FAILED_STATUSES or any(
-        d.status in FAILED_STATUSES for d in app.deployments.values())
+    live = observe(state, controller.spec.service)
+    want = controller.spec.version.version
+    hold = controller.spec.rollout.canary_percent
+    if not live.declared:
+        return "the service has no apps on the cluster"
+    if live.primary != want and live.canary != want:
+        return f"live primary is {live.primary}, not {want}"
+    if live.canary and live.canary != want:
+        return f"stale canary {live.canary} is live"
+    if live.canary and hold in (None, 100):
+        return f"canary {live.canary} was left at {live.canary_traffic:.4g}% by an interrupted run"
+    if live.canary:
+        app = state.apps.get(apps.version_app_name(controller.spec.service, live.canary))
+        if app is None or app.status in FAILED_STATUSES or any(
+                d.status in FAILED_STATUSES for d in app.deployments.values()):
+            return f"held canary {live.canary} reports a failed Serve status"
+    return None
+
+
+def _arm() -> None:
+    from components.providers.watchdog import arm
+
+    arm()
 
 
 class ModelRolloutProvider(ResourceProvider):
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        _arm()
         if not _known(news.get("spec")) or not _known((olds or {}).get("spec")):
             return CheckResult(news, [])  # preview with unknowns: checked again at update
         old = ((olds or {}).get("spec") or {}).get("version") or {}
@@ -165,6 +193,7 @@ class ModelRolloutProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        _arm()
         if not _known(news.get("spec")) or not isinstance(_http_url(news), str):
             # Preview while the serving runtime is being replaced: its proxy URL is not
             # known yet, so neither is the plan.
@@ -173,14 +202,13 @@ class ModelRolloutProvider(ResourceProvider):
         kind, _ = describe_change(olds, news)
         moved = [k for k in ("dashboard_url", "token_path", "cluster_id")
                  if olds.get(k) is not None and olds.get(k) != news.get(k)]
-        held_canary_failed = kind == "none" and olds.get("canary_version") and _canary_failed(olds)
-        if kind == "none" and not moved and not held_canary_failed:
+        drift = _live_drift({**olds, **news}) if kind == "none" and not moved else None
+        if kind == "none" and not moved and not drift:
             return DiffResult(changes=False)
         if kind != "none":
             print(preview_lines(olds, news), flush=True)
-        if held_canary_failed:
-            print(f"[{news['spec']['service']}] held canary {olds['canary_version']} reports a failed "
-                  "Serve status: `pulumi up` will roll it back", flush=True)
+        if drift:
+            print(f"[{news['spec']['service']}] {drift}: `pulumi up` will converge it", flush=True)
         if moved:
             print(f"[{news['spec']['service']}] serving cluster changed ({', '.join(moved)}): "
                   "the service is deployed afresh there", flush=True)
@@ -188,12 +216,15 @@ class ModelRolloutProvider(ResourceProvider):
         return DiffResult(changes=True, replaces=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
+        _arm()
         return CreateResult(id_=props["spec"]["service"], outs=_converge(props))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        _arm()
         return UpdateResult(outs=_converge(news))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        _arm()
         import httpx
 
         controller, client = _controller(props)
@@ -211,6 +242,7 @@ class ModelRolloutProvider(ResourceProvider):
         return ReadResult(id_, _outputs(props, live, props.get("history")))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _arm()
         import httpx
 
         controller, client = _controller(props)

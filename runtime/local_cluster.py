@@ -62,7 +62,7 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         token_path.chmod(0o600)
     log_path = state / "ray-head.log"
     # Unix socket paths must stay under ~107 bytes, so Ray's temp dir is short.
-    temp_dir = Path("/tmp") / f"gpuserve-{spec.gcs_port}"
+    temp_dir = ray_temp_dir(spec.gcs_port)
     p = spec.internal_ports_start
     ray = str(Path(sys.executable).with_name("ray"))
     command = [
@@ -119,6 +119,10 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         f"Ray head '{spec.name}' did not answer on {spec.dashboard_url} within "
         f"{ready_timeout_s:.0f}s; see {log_path}"
     )
+
+
+def ray_temp_dir(gcs_port: int) -> Path:
+    return Path("/tmp") / f"gpuserve-{gcs_port}"
 
 
 def token(handle: LocalClusterHandle | dict) -> str:

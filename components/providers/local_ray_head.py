@@ -31,8 +31,15 @@ def _handle(props: dict) -> dict:
     return handle
 
 
+def _arm() -> None:
+    from components.providers.watchdog import arm
+
+    arm()
+
+
 class LocalRayHeadProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
+        _arm()
         from runtime import local_cluster
 
         spec = _spec(props)
@@ -42,6 +49,7 @@ class LocalRayHeadProvider(ResourceProvider):
         return CreateResult(id_=f"{spec.name}-{handle.pid}", outs={**props, **handle.as_dict(), "alive": True})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        _arm()
         from runtime import local_cluster
 
         changed = [k for k in SPEC_KEYS if olds.get(k) != news.get(k)]
@@ -53,16 +61,22 @@ class LocalRayHeadProvider(ResourceProvider):
         return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=True)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        _arm()
         from runtime import local_cluster
 
         handle = _handle(props)
         return ReadResult(id_, {**props, "alive": local_cluster.alive(handle)})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _arm()
         from runtime import local_cluster
 
         handle = _handle(props)
         stopped = local_cluster.stop(handle)
+        # Ray's session files (sockets, logs) go with the cluster; ray-head.log stays.
+        import shutil
+
+        shutil.rmtree(local_cluster.ray_temp_dir(int(props["gcs_port"])), ignore_errors=True)
         print(f"Ray head '{props.get('name')}' stopped ({stopped} processes of session {props['sid']})", flush=True)
 
 

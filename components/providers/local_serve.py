@@ -33,8 +33,15 @@ def _proxy_healthy(http_url: str) -> bool:
     return response.status_code == 200 or "not populated" in response.text
 
 
+def _arm() -> None:
+    from components.providers.watchdog import arm
+
+    arm()
+
+
 class LocalServeProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
+        _arm()
         from runtime.errors import ServeApiError
 
         port = int(props["http_port"])  # numbers arrive as floats over Pulumi's wire
@@ -60,15 +67,18 @@ class LocalServeProvider(ResourceProvider):
         return CreateResult(id_=f"serve-{port}", outs={**props, "http_url": http_url, "healthy": True})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        _arm()
         # A key missing from older state (None) is adopted, not treated as a change.
         changed = [k for k in ("dashboard_url", "token_path", "http_port", "cluster_id")
                    if olds.get(k) is not None and olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=True)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        _arm()
         return ReadResult(id_, {**props, "healthy": _proxy_healthy(props["http_url"])})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        _arm()
         from runtime.errors import ServeApiError
 
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import threading
@@ -154,6 +155,9 @@ class LocalStack:
             if head and head.get("sid"):
                 local_cluster.stop({k: head[k] for k in ("pid", "sid", "started_at", "dashboard_url",
                                                           "token_path", "log_path")})
+            # The head's token and log live in the repo's .state/<stack>; drop them too.
+            shutil.rmtree(REPO / ".state" / self.name, ignore_errors=True)
+            shutil.rmtree(local_cluster.ray_temp_dir(self.ports["gcs_port"]), ignore_errors=True)
 
 
 class Load:

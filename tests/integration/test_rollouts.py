@@ -50,6 +50,26 @@ def rollout_outputs(stack: LocalStack) -> dict:
     raise AssertionError("no ModelRollout in state")
 
 
+def live_snapshot(stack: LocalStack) -> tuple:
+    from runtime.serve_api import ServeClient
+
+    with ServeClient(stack.dashboard_url, stack.token()) as serve:
+        state = serve.state()
+    return (routing(stack)["weights"],
+            sorted((name, sum(d.target_replicas for d in app.deployments.values()))
+                   for name, app in state.apps.items()))
+
+
+def end_session(sid: int) -> None:
+    from runtime.local_cluster import session_pids
+
+    for pid in session_pids(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def other(version: str) -> str:
     return "v2" if version == "v1" else "v1"
 
@@ -150,9 +170,16 @@ def test_a_rollout_killed_in_wave_two_converges_on_the_next_up_with_no_failed_re
             seen.append(line)
             if "wave 1/4:" in line:  # wave 1 done: the rollout is now inside wave 2
                 break
-        # Kill the CLI and every plugin it started (language host, dynamic provider).
-        os.killpg(process.pid, signal.SIGKILL)
+        # SIGKILL the `pulumi up` process alone. Its plugins run in process groups of
+        # their own; the rollout provider must notice and stop (components/providers/watchdog.py).
+        os.kill(process.pid, signal.SIGKILL)
         process.wait()
+        # Nothing may keep rolling without the engine: the live service stands still.
+        time.sleep(2)
+        frozen = live_snapshot(stack)
+        time.sleep(6)
+        assert live_snapshot(stack) == frozen, "the rollout went on after its engine was killed"
+        end_session(process.pid)  # what the OS does to the rest of a crashed run
         killed_at = routing(stack)
         assert killed_at["canary"] == target, "".join(seen[-20:])
         recovered = subprocess.run([str(REPO / "scripts/recover"), stack.name], cwd=stack.project,
