@@ -240,7 +240,9 @@ def run_gpuserve(stack: LocalStack, settings: Settings, scenario: Scenario, inde
         "rollback_s": (round(times["rollback_done"] - times["rollback_verdict"], 1)
                        if "rollback_done" in times and "rollback_verdict" in times else None),
     }
-    return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1}
+    log = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith(f"[{name}]")]
+    return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1,
+            "log": list(dict.fromkeys(log))}
 
 
 def run_peer(stack: LocalStack, settings: Settings, scenario: Scenario, index: int, workdir: Path,
@@ -290,11 +292,19 @@ def run_peer(stack: LocalStack, settings: Settings, scenario: Scenario, index: i
         **gpu_metrics(sampler.samples, t0, t1, settings.n),
         "wall_s": round(t1 - t0, 1),
         "completed": done,
-        "final_status": "broken version live" if scenario.target == "broken" else "v2 live",
+        "final_status": peer_outcome(scenario, records, t1),
         "waves": None, "replica_ready_s": None, "ideal_s": None, "actual_over_ideal": None, "rollback_s": None,
         "exit_code": None,
     }
     return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1}
+
+
+def peer_outcome(scenario: Scenario, records: list[dict], t1: float) -> str:
+    """What served after the change, from the responses themselves."""
+    after = {r.get("version") for r in records if r["t"] > t1 and r["status"] == 200}
+    if scenario.target == "broken":
+        return f"DEPLOY_FAILED; old replicas serve ({', '.join(sorted(v for v in after if v)) or 'nothing'})"
+    return f"{', '.join(sorted(v for v in after if v)) or 'nothing'} serves"
 
 
 def wait_app(serve: ServeClient, name: str, ready, timeout_s: float) -> bool:
@@ -429,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append({"scenario": scenario.name, "kind": scenario.kind, "target": scenario.target,
                                 "max_surge_percent": scenario.surge if scenario.kind == "gpuserve" else None,
                                 "metrics": metrics, "timeline_png": png.name,
+                                "controller_log": outcome.get("log", []),
                                 "samples": len(outcome["samples"]), "requests": len(outcome["records"])})
                 print(f"[bench]   sent {metrics['sent']} failed {metrics['failed']} "
                       f"peak/steady {metrics['peak_over_steady']} in {metrics['wall_s']}s: {metrics['outcome']}",

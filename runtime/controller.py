@@ -36,6 +36,7 @@ class LiveService:
     replica_ids: dict[str, list[str]]
     statuses: dict[str, str]  # version -> app status
     started_at: float | None  # rollout start, from the router
+    latency_baseline_ms: float | None  # primary p95 before traffic moved, from the router
     router_config: dict | None
 
     @property
@@ -74,10 +75,12 @@ def observe(state: ServeState, service: str) -> LiveService:
         canary = None
     if primary and primary not in declared:
         primary = None
-    started = None
+    started = baseline = None
     if router:
         for deployment in router.config.get("deployments", []):
-            started = (deployment.get("user_config") or {}).get("rollout_started_at", started)
+            user = deployment.get("user_config") or {}
+            started = user.get("rollout_started_at", started)
+            baseline = user.get("latency_baseline_ms", baseline)
     return LiveService(
         primary=primary,
         canary=canary,
@@ -87,6 +90,7 @@ def observe(state: ServeState, service: str) -> LiveService:
         replica_ids=ids,
         statuses=statuses,
         started_at=started,
+        latency_baseline_ms=baseline,
         router_config=router.config if router else None,
     )
 
@@ -117,6 +121,7 @@ class RolloutController:
         self.poll_s = poll_s
         self.history = History()
         self.t0 = time.monotonic()
+        self.baseline_p95_ms: float | None = None
 
     # ----------------------------------------------------------------- reading
     def _apply(self, change: Callable[[dict[str, dict]], dict[str, dict]]) -> None:
@@ -127,7 +132,11 @@ class RolloutController:
         return observe(self.client.state(), self.spec.service)
 
     def say(self, message: str, **entry) -> None:
-        self.log(f"[{self.spec.service}] {message} ({time.monotonic() - self.t0:.1f}s)")
+        # Elapsed time ends the first line, so a message followed by a table still reads
+        # (and parses) as one timed line.
+        first, _, rest = message.partition("\n")
+        line = f"[{self.spec.service}] {first} ({time.monotonic() - self.t0:.1f}s)"
+        self.log(line + (f"\n{rest}" if rest else ""))
         self.history.add(message=message, **entry)
 
     # ------------------------------------------------------------- entry point
@@ -238,6 +247,7 @@ class RolloutController:
         deadline = started + self.spec.rollout.deadline_minutes * 60
         self.say(f"rollout {primary} -> {canary}: {plan.waves} waves, surge {plan.surge}, "
                  f"peak {plan.peak_gpus:g} GPUs\n{plan.table()}")
+        self.baseline_p95_ms = live.latency_baseline_ms if live.canary == canary else None
         p = live.ready.get(primary, self.spec.scaling.replicas)
         c = live.ready.get(canary, 0) if live.canary == canary else 0
         t = live.canary_traffic if live.canary == canary else 0
@@ -251,6 +261,7 @@ class RolloutController:
                     c = step.canary_replicas
                     self.say(f"canary {canary} deployed: {c} ready at 0% traffic",
                              step=step.kind.value, primary_replicas=p, canary_replicas=c, canary_traffic=0)
+                    self._measure_baseline(primary, canary, started)
                     continue
                 self._shift(primary, canary, step.canary_traffic, started)
                 t = step.canary_traffic
@@ -371,11 +382,23 @@ class RolloutController:
         verdict = self._status_verdict(canary)
         if not verdict.passed:
             return verdict
-        verdict = self.prober.evaluate(self.spec.rollout.gates)
+        verdict = self.prober.evaluate(self.spec.rollout.gates, self.baseline_p95_ms)
         self.say(f"gate after wave {step.wave} at {step.canary_traffic:.4g}%: "
                  f"{'pass' if verdict.passed else 'FAIL'}: {verdict.detail}",
                  step="gate", wave=step.wave, gate=verdict.figures())
         return verdict
+
+    def _measure_baseline(self, primary: str, canary: str, started: float) -> None:
+        """The primary's p95 under its full share of traffic, before any moves; kept in
+        the router so a resumed rollout judges latency against the same reference."""
+        gates = self.spec.rollout.gates
+        if not gates.enabled:
+            return
+        stats = self.prober.probe("primary", gates.min_probes, gates.probe_concurrency)
+        self.baseline_p95_ms = round(stats.p95_ms, 1) if stats.ok else None
+        self._write_router(primary, canary, 0, started)
+        self.say(f"latency baseline: primary {primary} p95 {stats.p95_ms:.0f}ms over {stats.sent} probes",
+                 step="baseline", baseline_p95_ms=self.baseline_p95_ms)
 
     def _status_verdict(self, version: str) -> GateVerdict:
         app = self.client.state().apps.get(apps.version_app_name(self.spec.service, version))
@@ -415,6 +438,8 @@ class RolloutController:
         user["request_timeout_s"] = self.spec.request_timeout_s
         if canary:
             user["rollout_started_at"] = started or time.time()
+            if self.baseline_p95_ms is not None:
+                user["latency_baseline_ms"] = self.baseline_p95_ms
         self._apply(lambda a: {**a, router["name"]: router})
 
     def _shift(self, primary: str, canary: str, canary_traffic: float, started: float | None) -> None:

@@ -65,8 +65,15 @@ def serve_status_verdict(app_status: str, deployment_statuses: dict[str, str], m
     return GateVerdict(True, "serve-status", f"app {app_status}")
 
 
-def judge(gates: GateSpec, canary: ProbeStats, primary: ProbeStats | None) -> GateVerdict:
-    """Pure decision from probe figures."""
+def judge(gates: GateSpec, canary: ProbeStats, primary: ProbeStats | None,
+          baseline_p95_ms: float | None = None) -> GateVerdict:
+    """Pure decision from probe figures.
+
+    The latency reference is the larger of the primary's p95 now and its p95 before the
+    rollout moved any traffic (`baseline_p95_ms`): late in a rollout the primary is
+    nearly idle, and comparing a loaded canary with an idle primary would fail healthy
+    versions.
+    """
     if canary.sent < gates.min_probes:
         return GateVerdict(False, "probes", f"only {canary.sent} probes < minimum {gates.min_probes}", canary, primary)
     if canary.success_rate < gates.min_success_rate:
@@ -77,12 +84,14 @@ def judge(gates: GateSpec, canary: ProbeStats, primary: ProbeStats | None) -> Ga
             canary, primary,
         )
     if primary is not None and primary.ok:
-        budget = max(gates.max_latency_ratio * primary.p95_ms, gates.latency_floor_ms)
+        reference = max(primary.p95_ms, baseline_p95_ms or 0.0)
+        budget = max(gates.max_latency_ratio * reference, gates.latency_floor_ms)
         if canary.p95_ms > budget:
+            source = "primary p95" if reference == primary.p95_ms else "primary p95 before the rollout"
             return GateVerdict(
                 False, "latency",
                 f"canary p95 {canary.p95_ms:.0f}ms > {budget:.0f}ms "
-                f"({gates.max_latency_ratio:g}x primary p95 {primary.p95_ms:.0f}ms)",
+                f"({gates.max_latency_ratio:g}x {source} {reference:.0f}ms)",
                 canary, primary,
             )
     primary_note = f", primary p95 {primary.p95_ms:.0f}ms" if primary else ""
@@ -116,9 +125,9 @@ class Prober:
         latencies = [ms for ok, ms in results if ok]
         return ProbeStats(sent=count, ok=sum(ok for ok, _ in results), p95_ms=p95(latencies))
 
-    def evaluate(self, gates: GateSpec) -> GateVerdict:
+    def evaluate(self, gates: GateSpec, baseline_p95_ms: float | None = None) -> GateVerdict:
         if not gates.enabled:
             return GateVerdict(True, "disabled", "gates disabled by config")
         canary = self.probe("canary", gates.min_probes, gates.probe_concurrency)
         primary = self.probe("primary", gates.min_probes, gates.probe_concurrency)
-        return judge(gates, canary, primary)
+        return judge(gates, canary, primary, baseline_p95_ms)

@@ -43,3 +43,15 @@ def test_a_failed_serve_status_fails_the_gate(status):
 
 def test_p95_of_twenty_samples_is_the_nineteenth():
     assert p95([float(i) for i in range(1, 21)]) == 19.0
+
+
+def test_a_loaded_canary_is_judged_against_the_primarys_load_before_the_rollout():
+    # Late in a rollout the primary is nearly idle (p95 5ms); the baseline under full
+    # load was 40ms, so a canary at 70ms is healthy.
+    verdict = judge(GATES, ProbeStats(40, 40, 70.0), ProbeStats(40, 40, 5.0), baseline_p95_ms=40.0)
+    assert verdict.passed
+
+
+def test_without_a_baseline_an_idle_primary_sets_the_budget():
+    verdict = judge(GATES, ProbeStats(40, 40, 70.0), ProbeStats(40, 40, 5.0))
+    assert (verdict.passed, verdict.gate) == (False, "latency")
