@@ -239,7 +239,8 @@ def run_gpuserve(stack: LocalStack, settings: Settings, scenario: Scenario, inde
     times = controller_times(result.stdout)
     plan = plan_rollout(settings.n, scenario.surge)
     ready = times.get("canary_ready")
-    ideal = plan.waves * (ready + settings.bake_s) if ready is not None else None
+    # The ideal describes a completed rollout; for a rolled-back one it has no meaning.
+    ideal = plan.waves * (ready + settings.bake_s) if ready is not None and result.returncode == 0 else None
     metrics = {
         **request_metrics(records, t0, t1),
         **gpu_metrics(sampler.samples, t0, t1, settings.n),
