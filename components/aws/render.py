@@ -123,60 +123,50 @@ def _meta(name: str, namespace: str, labels: dict | None = None) -> dict:
     return meta
 
 
-def device_plugin_daemonset(pool: AwsNodePool, namespace: str = "kube-system") -> dict:
-    name = f"nvidia-device-plugin-{pool.name}"
-    labels = {"app.kubernetes.io/name": "nvidia-device-plugin", POOL_LABEL: pool.name}
+def _pool_daemonset(pool: AwsNodePool, app: str, namespace: str, container: dict, **pod: object) -> dict:
+    """A DaemonSet on every node of one GPU pool: it selects the pool and tolerates its taint."""
+    labels = {"app.kubernetes.io/name": app, POOL_LABEL: pool.name}
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": _meta(name, namespace, labels),
+        "metadata": _meta(f"{app}-{pool.name}", namespace, labels),
         "spec": {
             "selector": {"matchLabels": labels},
             "updateStrategy": {"type": "RollingUpdate"},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "priorityClassName": "system-node-critical",
-                    "nodeSelector": {POOL_LABEL: pool.name},
-                    "tolerations": [dict(GPU_TOLERATION)],
-                    "containers": [{
-                        "name": "nvidia-device-plugin",
-                        "image": DEVICE_PLUGIN_IMAGE,
-                        "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
-                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
-                    }],
-                    "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
-                },
+                "spec": {"nodeSelector": {POOL_LABEL: pool.name}, "tolerations": [dict(GPU_TOLERATION)],
+                         "containers": [container], **pod},
             },
         },
     }
+
+
+def device_plugin_daemonset(pool: AwsNodePool, namespace: str = "kube-system") -> dict:
+    return _pool_daemonset(
+        pool, "nvidia-device-plugin", namespace,
+        {
+            "name": "nvidia-device-plugin",
+            "image": DEVICE_PLUGIN_IMAGE,
+            "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
+        },
+        priorityClassName="system-node-critical",
+        volumes=[{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
+    )
 
 
 def dcgm_exporter_daemonset(pool: AwsNodePool, namespace: str = "kube-system") -> dict:
-    name = f"dcgm-exporter-{pool.name}"
-    labels = {"app.kubernetes.io/name": "dcgm-exporter", POOL_LABEL: pool.name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": _meta(name, namespace, labels),
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "nodeSelector": {POOL_LABEL: pool.name},
-                    "tolerations": [dict(GPU_TOLERATION)],
-                    "containers": [{
-                        "name": "dcgm-exporter",
-                        "image": DCGM_EXPORTER_IMAGE,
-                        "ports": [{"name": "metrics", "containerPort": 9400}],
-                        "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}},
-                    }],
-                },
-            },
+    return _pool_daemonset(
+        pool, "dcgm-exporter", namespace,
+        {
+            "name": "dcgm-exporter",
+            "image": DCGM_EXPORTER_IMAGE,
+            "ports": [{"name": "metrics", "containerPort": 9400}],
+            "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}},
         },
-    }
+    )
 
 
 def namespace(name: str) -> dict:
