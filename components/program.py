@@ -5,7 +5,6 @@ Validation happens first and completely; a ConfigError means nothing was registe
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pulumi

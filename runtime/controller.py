@@ -182,7 +182,7 @@ class RolloutController:
         target = self.spec.version.version
         n = self.spec.scaling.replicas
         self.say(f"deploying {target} with {n} replicas")
-        self._put_version(target, n, spec_version=True)
+        self._put_declared_version(n)
         self._wait_ready(target, n, purpose=f"first deploy of {target}", on_fail=self._fail_create)
         self._write_router(target, None, 0)
         self._wait_router(target, None, 0)
@@ -255,7 +255,7 @@ class RolloutController:
             try:
                 self._check_deadline(deadline, step)
                 if step.kind is StepKind.DEPLOY_CANARY:
-                    self._put_version(canary, step.canary_replicas, spec_version=True)
+                    self._put_declared_version(step.canary_replicas)
                     self._write_router(primary, canary, 0, started)
                     self._wait_ready(canary, step.canary_replicas, purpose="canary deploy", on_fail=self._raise_gate)
                     c = step.canary_replicas
@@ -406,7 +406,8 @@ class RolloutController:
             return GateVerdict(False, "serve-status", f"app of {version} disappeared")
         return serve_status_verdict(app.status, {d.name: d.status for d in app.deployments.values()}, app.message)
 
-    def _put_version(self, version: str, replicas: int, spec_version: bool) -> None:
+    def _put_declared_version(self, replicas: int) -> None:
+        """Write the app of the version the spec declares, at `replicas` replicas."""
         app = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, replicas)
         self._apply(lambda a: {**a, app["name"]: app})
 

@@ -79,8 +79,6 @@ class LocalServeProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         _arm()
-        from runtime.errors import ServeApiError
-
         try:
             with _client(props) as client:
                 client.shutdown()

@@ -114,7 +114,7 @@ def test_a_version_whose_constructor_raises_is_rolled_back_with_no_failed_reques
     declare(stack, version=primary)
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert f"rollout of llm v3 rolled back before wave 1 (serve-status gate)" in output
+    assert "rollout of llm v3 rolled back before wave 1 (serve-status gate)" in output
     assert f"primary {primary} serves 100%" in output
     assert load.failed == 0, load.errors[:5]
     assert routing(stack)["primary"] == primary and routing(stack)["canary"] is None
