@@ -63,7 +63,8 @@ POLICIES = [
     ResourceValidationPolicy(
         name="gpu-node-pool-tainted",
         description="GPU node groups carry the nvidia.com/gpu NoSchedule taint.",
-        validate=_on(v.NODE_GROUP, lambda a: v.gpu_node_pool_tainted(a.props)),
+        config_schema=_schema(taintKey={"type": "string", "default": v.GPU_TAINT_KEY}),
+        validate=_on(v.NODE_GROUP, lambda a: v.gpu_node_pool_tainted(a.props, a.get_config())),
     ),
     ResourceValidationPolicy(
         name="gpu-instance-allowlist",
@@ -84,7 +85,8 @@ POLICIES = [
     ResourceValidationPolicy(
         name="rollout-surge-fits-capacity",
         description="Every service's rollout peak, (N + ceil(p% N)) x GPUs per replica, fits its node pool.",
-        validate=_rollout_check(lambda spec, _prod, _config: v.rollout_surge_fits_capacity(spec)),
+        config_schema=_schema(headroomGpus={"type": "number", "default": 0}),
+        validate=_rollout_check(lambda spec, _prod, config: v.rollout_surge_fits_capacity(spec, config)),
     ),
     ResourceValidationPolicy(
         name="rollout-surge-bounds",
@@ -109,7 +111,8 @@ POLICIES = [
     ResourceValidationPolicy(
         name="graceful-shutdown-covers-requests",
         description="graceful_shutdown_timeout_s is at least the service's request timeout.",
-        validate=_rollout_check(lambda spec, _prod, _config: v.graceful_shutdown_covers_requests(spec)),
+        config_schema=_schema(marginSeconds={"type": "number", "default": 0}),
+        validate=_rollout_check(lambda spec, _prod, config: v.graceful_shutdown_covers_requests(spec, config)),
     ),
     ResourceValidationPolicy(
         name="load-shedding-configured",
@@ -120,12 +123,14 @@ POLICIES = [
     ResourceValidationPolicy(
         name="lb-internal-unless-declared",
         description="A load balancer is internal unless declared public, and a public one terminates TLS.",
-        validate=_on(v.K8S_SERVICE, lambda a: v.lb_internal_unless_declared(a.props)),
+        config_schema=_schema(requireTls={"type": "boolean", "default": True}),
+        validate=_on(v.K8S_SERVICE, lambda a: v.lb_internal_unless_declared(a.props, a.get_config())),
     ),
     ResourceValidationPolicy(
         name="dashboard-not-public",
         description="The Ray dashboard is never exposed through a public load balancer or address.",
-        validate=[_on(v.K8S_SERVICE, lambda a: v.dashboard_not_public_service(a.props)),
+        config_schema=_schema(dashboardPort={"type": "integer", "default": v.DASHBOARD_PORT}),
+        validate=[_on(v.K8S_SERVICE, lambda a: v.dashboard_not_public_service(a.props, a.get_config())),
                   _on(v.ROLLOUT, lambda a: v.dashboard_not_public_rollout(a.props))],
     ),
     ResourceValidationPolicy(
@@ -137,7 +142,9 @@ POLICIES = [
     ResourceValidationPolicy(
         name="secrets-are-secret",
         description="Tokens and passwords reach resources only as Pulumi secrets.",
-        validate=lambda a, report: _report(v.secrets_are_secret(a.resource_type, a.props), report),
+        config_schema=_schema(sensitiveKeys={"type": "array", "items": {"type": "string"},
+                                             "default": list(v.SENSITIVE)}),
+        validate=lambda a, report: _report(v.secrets_are_secret(a.resource_type, a.props, a.get_config()), report),
     ),
 ]
 

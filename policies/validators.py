@@ -76,13 +76,14 @@ def steady_gpus(spec: Mapping[str, Any]) -> float:
 
 
 # -- 1 ---------------------------------------------------------------------------------
-def gpu_node_pool_tainted(props: Mapping[str, Any]) -> list[str]:
+def gpu_node_pool_tainted(props: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> list[str]:
+    key = (config or {}).get("taintKey", GPU_TAINT_KEY)
     taints = get(props, "taints", default=[]) or []
-    ok = any(t.get("key") == GPU_TAINT_KEY and t.get("effect") in ("NO_SCHEDULE", "NoSchedule") for t in taints)
+    ok = any(t.get("key") == key and t.get("effect") in ("NO_SCHEDULE", "NoSchedule") for t in taints)
     if ok:
         return []
     seen = [f"{t.get('key')}={t.get('value')}:{t.get('effect')}" for t in taints] or "none"
-    return [f"GPU node groups must carry the taint {GPU_TAINT_KEY}=true:NoSchedule so only GPU workloads "
+    return [f"GPU node groups must carry the taint {key}=true:NoSchedule so only GPU workloads "
             f"land there; taints seen: {seen}. Add it to the node group's taints."]
 
 
@@ -116,14 +117,15 @@ def gpu_budget(pools: Iterable[Mapping[str, Any]], rollouts: Iterable[Mapping[st
 
 
 # -- 4 ---------------------------------------------------------------------------------
-def rollout_surge_fits_capacity(spec: Mapping[str, Any]) -> list[str]:
+def rollout_surge_fits_capacity(spec: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> list[str]:
     """Judged from the capacity facts the program puts in the rollout's spec: the pool's
     GPUs and what the pool's other services hold at steady state."""
     capacity = spec.get("capacity") or {}
     if not capacity.get("pool_gpus"):
         return []
     others = float(capacity.get("others_steady_gpus") or 0)
-    have = float(capacity["pool_gpus"])
+    # headroomGpus keeps GPUs free for anything else on the pool (default none).
+    have = float(capacity["pool_gpus"]) - float((config or {}).get("headroomGpus", 0))
     peak = rollout_peak_gpus(spec)
     if peak + others <= have:
         return []
@@ -178,9 +180,9 @@ def prod_min_replicas(spec: Mapping[str, Any], prod: bool, config: Mapping[str, 
 
 
 # -- 8 ---------------------------------------------------------------------------------
-def graceful_shutdown_covers_requests(spec: Mapping[str, Any]) -> list[str]:
+def graceful_shutdown_covers_requests(spec: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> list[str]:
     grace = float((spec.get("scaling") or {}).get("graceful_shutdown_timeout_s", 0))
-    timeout = float(spec.get("request_timeout_s", 0))
+    timeout = float(spec.get("request_timeout_s", 0)) + float((config or {}).get("marginSeconds", 0))
     if grace >= timeout:
         return []
     return [f"graceful_shutdown_timeout_s of {spec.get('service')} must cover its request timeout, so a "
@@ -199,7 +201,7 @@ def load_shedding_configured(spec: Mapping[str, Any], config: Mapping[str, Any])
 
 
 # -- 10 --------------------------------------------------------------------------------
-def lb_internal_unless_declared(props: Mapping[str, Any]) -> list[str]:
+def lb_internal_unless_declared(props: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> list[str]:
     spec = get(props, "spec", default={}) or {}
     if spec.get("type") != "LoadBalancer":
         return []
@@ -211,21 +213,22 @@ def lb_internal_unless_declared(props: Mapping[str, Any]) -> list[str]:
     if annotations.get(PUBLIC) != "true":
         messages.append(f"load balancers must be internal unless declared public; seen scheme {scheme} without "
                         f"{PUBLIC}: \"true\". Set gpuserve:aws.public_load_balancer: true or keep it internal.")
-    if not annotations.get(SSL_CERT):
+    if (config or {}).get("requireTls", True) and not annotations.get(SSL_CERT):
         messages.append("a public load balancer must terminate TLS; seen no "
                         f"{SSL_CERT} annotation. Set gpuserve:aws.tls_certificate_arn.")
     return messages
 
 
 # -- 11 --------------------------------------------------------------------------------
-def dashboard_not_public_service(props: Mapping[str, Any]) -> list[str]:
+def dashboard_not_public_service(props: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> list[str]:
+    port = int((config or {}).get("dashboardPort", DASHBOARD_PORT))
     spec = get(props, "spec", default={}) or {}
     annotations = (get(props, "metadata", default={}) or {}).get("annotations") or {}
     public = spec.get("type") == "LoadBalancer" and annotations.get(SCHEME) == "internet-facing"
     exposed = [p for p in spec.get("ports") or []
-               if DASHBOARD_PORT in (p.get("port"), p.get("targetPort")) or p.get("targetPort") == "dashboard"]
+               if port in (p.get("port"), p.get("targetPort")) or p.get("targetPort") == "dashboard"]
     if public and exposed:
-        return [f"the Ray dashboard (port {DASHBOARD_PORT}) must never sit behind a public load balancer; "
+        return [f"the Ray dashboard (port {port}) must never sit behind a public load balancer; "
                 f"seen ports {exposed}. Remove them; reach the dashboard through the internal endpoint."]
     return []
 
@@ -250,27 +253,29 @@ def ha_in_prod(props: Mapping[str, Any], prod: bool) -> list[str]:
 
 
 # -- 13 --------------------------------------------------------------------------------
-def secrets_are_secret(resource_type: str, props: Mapping[str, Any]) -> list[str]:
-    leaks = sorted(set(_plaintext_secrets(props, "")))
+def secrets_are_secret(resource_type: str, props: Mapping[str, Any],
+                       config: Mapping[str, Any] | None = None) -> list[str]:
+    words = tuple(w.lower() for w in (config or {}).get("sensitiveKeys", SENSITIVE))
+    leaks = sorted(set(_plaintext_secrets(props, "", words)))
     if not leaks:
         return []
     return [f"tokens and passwords must reach {resource_type} only as Pulumi secrets; plaintext at "
             f"{', '.join(leaks)}. Wrap them with pulumi.Output.secret() or `pulumi config set --secret`."]
 
 
-def _plaintext_secrets(value: Any, path: str) -> Iterable[str]:
+def _plaintext_secrets(value: Any, path: str, words: tuple[str, ...] = SENSITIVE) -> Iterable[str]:
     if isinstance(value, Mapping):
         for key, item in value.items():
             child = f"{path}.{key}" if path else str(key)
-            if any(word in str(key).lower() for word in SENSITIVE) and not str(key).lower().endswith(
+            if any(word in str(key).lower() for word in words) and not str(key).lower().endswith(
                     ("name", "path", "ref", "secretname")):
                 if _has_plain_string(item):
                     yield child
                 continue
-            yield from _plaintext_secrets(item, child)
+            yield from _plaintext_secrets(item, child, words)
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _plaintext_secrets(item, f"{path}[{i}]")
+            yield from _plaintext_secrets(item, f"{path}[{i}]", words)
 
 
 def _has_plain_string(value: Any) -> bool:

@@ -232,3 +232,14 @@ def test_the_shipped_cloud_stacks_pass_every_resource_policy(stack):
                          + v.graceful_shutdown_covers_requests(spec) + v.load_shedding_configured(spec, {})
                          + v.dashboard_not_public_rollout(props))
     assert messages == []
+
+
+def test_every_policy_has_a_config_schema_with_defaults():
+    for policy in POLICIES:
+        assert policy.config_schema is not None, policy.name
+        assert all("default" in prop for prop in policy.config_schema.properties.values()), policy.name
+
+
+def test_headroom_config_tightens_the_surge_check():
+    assert v.rollout_surge_fits_capacity(fitted(5)) == []
+    assert v.rollout_surge_fits_capacity(fitted(5), {"headroomGpus": 1}) != []
