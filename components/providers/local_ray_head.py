@@ -77,7 +77,7 @@ class LocalRayHeadProvider(ResourceProvider):
         import shutil
 
         shutil.rmtree(local_cluster.ray_temp_dir(int(props["gcs_port"])), ignore_errors=True)
-        print(f"Ray head '{props.get('name')}' stopped ({stopped} processes of session {props['sid']})", flush=True)
+        print(f"Ray head '{props.get('name')}' stopped ({stopped} processes of session {int(props['sid'])})", flush=True)
 
 
 class LocalRayHead(Resource, module="gpuserve", name="LocalRayHead"):
