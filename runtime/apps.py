@@ -75,17 +75,20 @@ def router_app(spec: ServiceSpec, primary: str, canary: str | None, weights: dic
         "name": spec.service,
         "route_prefix": spec.route_prefix,
         "import_path": "runtime.app.router:build",
-        "args": {"service": spec.service, "request_timeout_s": spec.request_timeout_s},
+        "args": {"service": spec.service},
         "deployments": [
             {
                 "name": ROUTER_DEPLOYMENT,
                 "num_replicas": 1,
                 "max_ongoing_requests": 1000,
                 "ray_actor_options": {"num_cpus": 0},
+                # Everything the router may change lives here: user_config is applied
+                # in place (reconfigure), args would restart the router replica.
                 "user_config": {
                     "primary": primary,
                     "canary": canary,
                     "weights": {v: w for v, w in sorted(weights.items()) if w > 0},
+                    "request_timeout_s": spec.request_timeout_s,
                 },
             }
         ],

@@ -39,10 +39,6 @@ class LiveService:
     latency_baseline_ms: float | None  # primary p95 before traffic moved, from the router
     router_config: dict | None
 
-    @property
-    def versions(self) -> list[str]:
-        return sorted(self.declared)
-
     def outputs(self) -> dict:
         weights = {}
         if self.primary:
@@ -206,7 +202,6 @@ class RolloutController:
         wanted = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, n)
         router_now = live.router_config
         router_wanted = apps.router_app(self.spec, version, None, {version: 100})
-        router_wanted["deployments"][0]["user_config"]["request_timeout_s"] = self.spec.request_timeout_s
         current = self.client.state().apps.get(apps.version_app_name(self.spec.service, version))
         if current and _same_app(current.config, wanted) and _same_app(router_now or {}, router_wanted):
             return
@@ -294,7 +289,6 @@ class RolloutController:
         time.sleep(drain)
         old = apps.version_app_name(self.spec.service, primary)
         router = apps.router_app(self.spec, canary, None, {canary: 100})
-        router["deployments"][0]["user_config"]["request_timeout_s"] = self.spec.request_timeout_s
         self._apply(lambda a: {**{k: v for k, v in a.items() if k != old}, router["name"]: router})
         self._wait_gone(primary)
         self.say(f"rollout complete: {canary} is primary with {step.canary_replicas} replicas",
@@ -355,7 +349,6 @@ class RolloutController:
     def _remove_canary(self, primary: str, canary: str) -> None:
         name = apps.version_app_name(self.spec.service, canary)
         router = apps.router_app(self.spec, primary, None, {primary: 100})
-        router["deployments"][0]["user_config"]["request_timeout_s"] = self.spec.request_timeout_s
         self._apply(lambda a: {**{k: v for k, v in a.items() if k != name}, router["name"]: router})
         self._wait_router(primary, None, 0)
         self._wait_gone(canary)
@@ -436,7 +429,6 @@ class RolloutController:
             weights[canary] = canary_traffic
         router = apps.router_app(self.spec, primary, canary, weights)
         user = router["deployments"][0]["user_config"]
-        user["request_timeout_s"] = self.spec.request_timeout_s
         if canary:
             user["rollout_started_at"] = started or time.time()
             if self.baseline_p95_ms is not None:

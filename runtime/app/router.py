@@ -2,7 +2,8 @@
 apps by weight. Weights arrive through `user_config`, which Serve applies with
 `reconfigure()` and no replica restart, so shifting traffic is a lightweight update.
 
-user_config: {"primary": "v1", "canary": "v2" | null, "weights": {"v1": 90, "v2": 10}}
+user_config: {"primary": "v1", "canary": "v2" | null, "weights": {"v1": 90, "v2": 10},
+              "request_timeout_s": 30}
 
 Clients may pin a request with header `x-serve-version: primary|canary|<version>`.
 POST {"features": [f1, f2, f3, f4]} -> {"version": ..., "label": ..., ...}
@@ -19,18 +20,16 @@ from ray.serve.exceptions import BackPressureError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from runtime.apps import version_app_name
+
 VERSION_HEADER = "x-serve-version"
-
-
-def app_name(service: str, version: str) -> str:
-    return f"{service}--{version}"
 
 
 @serve.deployment(name="Router")
 class Router:
-    def __init__(self, service: str, request_timeout_s: float = 30.0):
+    def __init__(self, service: str):
         self.service = service
-        self.request_timeout_s = request_timeout_s
+        self.request_timeout_s = 30.0
         self.primary: str | None = None
         self.canary: str | None = None
         self.weights: dict[str, float] = {}
@@ -40,6 +39,7 @@ class Router:
         self.primary = config.get("primary")
         self.canary = config.get("canary")
         self.weights = {v: float(w) for v, w in config.get("weights", {}).items() if float(w) > 0}
+        self.request_timeout_s = float(config.get("request_timeout_s", self.request_timeout_s))
 
     def _choose(self, pinned: str | None) -> str | None:
         if pinned == "primary":
@@ -55,7 +55,7 @@ class Router:
 
     def _handle(self, version: str):
         if version not in self.handles:
-            self.handles[version] = serve.get_app_handle(app_name(self.service, version))
+            self.handles[version] = serve.get_app_handle(version_app_name(self.service, version))
         return self.handles[version]
 
     async def __call__(self, request: Request) -> JSONResponse:
@@ -96,4 +96,4 @@ class Router:
 
 
 def build(args: dict) -> serve.Application:
-    return Router.bind(args["service"], float(args.get("request_timeout_s", 30.0)))
+    return Router.bind(args["service"])

@@ -70,6 +70,18 @@ def end_session(sid: int) -> None:
             pass
 
 
+def failed_rollout(stack: LocalStack, primary: str, **service) -> str:
+    """Roll out `service`, expect `pulumi up` to fail with the one rollback message,
+    restore the declared config, and return what the CLI printed."""
+    declare(stack, **service)
+    result = stack.up(check=False)
+    declare(stack, version=primary)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert f"primary {primary} serves 100%" in output
+    return output
+
+
 def other(version: str) -> str:
     return "v2" if version == "v1" else "v1"
 
@@ -108,14 +120,9 @@ def test_a_version_whose_constructor_raises_is_rolled_back_with_no_failed_reques
     primary = routing(stack)["primary"]
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a numpy archive")
-    declare(stack, version="v3", artifact=str(corrupt))
     with Load(stack.endpoint("llm")) as load:
-        result = stack.up(check=False)
-    declare(stack, version=primary)
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
+        output = failed_rollout(stack, primary, version="v3", artifact=str(corrupt))
     assert "rollout of llm v3 rolled back before wave 1 (serve-status gate)" in output
-    assert f"primary {primary} serves 100%" in output
     assert load.failed == 0, load.errors[:5]
     assert routing(stack)["primary"] == primary and routing(stack)["canary"] is None
     refreshed = stack.pulumi("refresh", "--yes", "--expect-no-changes", check=False)
@@ -125,14 +132,9 @@ def test_a_version_whose_constructor_raises_is_rolled_back_with_no_failed_reques
 
 def test_a_canary_failing_a_fifth_of_requests_is_rolled_back_by_the_probe_gate(stack):
     primary = routing(stack)["primary"]
-    declare(stack, version="v1-flaky", artifact="runtime/app/models/v1.npz",
-            runtime_env={"env_vars": {"GPUSERVE_FAULT_ERROR_RATE": "0.2"}})
-    result = stack.up(check=False)
-    declare(stack, version=primary)
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
+    output = failed_rollout(stack, primary, version="v1-flaky", artifact="runtime/app/models/v1.npz",
+                            runtime_env={"env_vars": {"GPUSERVE_FAULT_ERROR_RATE": "0.2"}})
     assert "rolled back at wave 1/4 (success-rate gate): canary success rate" in output
-    assert f"primary {primary} serves 100%" in output
     assert routing(stack) == {"service": "llm", "primary": primary, "canary": None, "weights": {primary: 100.0}}
 
 

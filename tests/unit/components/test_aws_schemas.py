@@ -82,29 +82,46 @@ def test_a_service_with_a_bad_port_fails_the_kubernetes_schema():
         k8s_valid(manifest)
 
 
-@pytest.mark.parametrize("name", STACKS)
-def test_node_group_requests_fit_botocores_eks_model(name):
+def eks_problems(request: dict) -> list[str]:
+    """What botocore's EKS model refuses in a CreateNodegroup request: shapes (types,
+    required members, lengths, ranges) and the enums it does not check by itself."""
+    from botocore.exceptions import ParamValidationError
     from botocore.validate import validate_parameters
 
-    model = eks_model()
-    shape = model.operation_model("CreateNodegroup").input_shape
+    shape = eks_model().operation_model("CreateNodegroup").input_shape
+    members = shape.members
+    problems = []
+    try:
+        validate_parameters(request, shape)
+    except ParamValidationError as exc:
+        problems.append(str(exc))
+    for field in ("amiType", "capacityType"):
+        if request[field] not in members[field].enum:
+            problems.append(f"{field}: {request[field]}")
+    problems += [f"taint effect: {t['effect']}" for t in request["taints"]
+                 if t["effect"] not in members["taints"].member.members["effect"].enum]
+    return problems
+
+
+def node_group_request(pool, template=None) -> dict:
+    return render.node_group_request(pool, "ml", "arn:aws:iam::123456789012:role/n",
+                                     ["subnet-0a1b2c3d4e5f60001"], template)
+
+
+@pytest.mark.parametrize("name", STACKS)
+def test_node_group_requests_fit_botocores_eks_model(name):
     for pool in stack(name).node_pools:
         for template in (None, "lt-0123456789abcdef0"):
-            request = render.node_group_request(pool, "ml", "arn:aws:iam::123456789012:role/n",
-                                                ["subnet-0a1b2c3d4e5f60001"], template)
-            validate_parameters(request, shape)  # types, required members, lengths, ranges
-            members = shape.members
-            assert request["amiType"] in members["amiType"].enum
-            assert request["capacityType"] in members["capacityType"].enum
-            for taint in request["taints"]:
-                assert taint["effect"] in members["taints"].member.members["effect"].enum
+            assert eks_problems(node_group_request(pool, template)) == []
 
 
-def test_the_node_group_request_checker_refuses_an_unknown_capacity_type():
-    pool = stack("dev").node_pools[0]
-    request = render.node_group_request(pool, "ml", "arn:aws:iam::123456789012:role/n", ["subnet-0a1b2c3d4e5f60001"])
-    assert "RESERVED" not in eks_model().operation_model("CreateNodegroup").input_shape.members["capacityType"].enum
-    assert request["capacityType"] in ("ON_DEMAND", "SPOT")
+def test_the_eks_check_refuses_an_unknown_capacity_type_and_a_bad_size():
+    request = node_group_request(stack("dev").node_pools[0])
+    request["capacityType"] = "RESERVED"
+    request["scalingConfig"]["minSize"] = -1
+    problems = eks_problems(request)
+    assert "capacityType: RESERVED" in problems
+    assert any("minSize" in p for p in problems)
 
 
 def test_the_launch_template_user_data_carries_the_pool_labels():

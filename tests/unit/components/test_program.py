@@ -63,10 +63,11 @@ def test_each_service_gets_one_rollout_with_its_version_spec():
 
 
 def test_the_rollout_is_parented_to_its_model_service_component():
-    mocks = registered(LOCAL)
-    (rollout,) = mocks.of_type("ModelRollout")
-    (service,) = mocks.of_type("gpuserve:model_service:ModelService")
-    assert rollout.name == "llm-rollout" and service.name == "llm"
+    registered(LOCAL)
+    # The mock monitor keys registrations by URN, whose type chain names the parents.
+    (urn,) = [u for u in pulumi.runtime.settings.get_monitor().resources if u.endswith("::llm-rollout")]
+    assert urn.split("::")[2] == ("gpuserve:model_service:ModelService$"
+                                  "pulumi-python:dynamic/gpuserve:ModelRollout")
 
 
 def test_the_rollout_talks_to_the_pools_dashboard():

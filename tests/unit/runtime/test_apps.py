@@ -41,3 +41,9 @@ def test_autoscaling_bounds_scale_with_the_canary_share():
         "min_replicas": 1, "max_replicas": 2, "initial_replicas": 2, "target_ongoing_requests": 2}
     app = apps.version_app("llm", VERSION, scaling, 8)
     assert validate_deploy_config({"applications": [app]})
+
+
+def test_the_request_timeout_reaches_the_router_in_place_not_through_a_restart():
+    router = apps.router_app(SPEC, "v1", None, {"v1": 100})
+    assert router["args"] == {"service": "llm"}
+    assert router["deployments"][0]["user_config"]["request_timeout_s"] == SPEC.request_timeout_s
