@@ -3,8 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 STACK ?= local
-PYTHON ?= python3
-VENV := $(CURDIR)/.venv
+# Python 3.11, 3.12 or 3.13 (scripts/find-python looks on PATH, then pyenv and uv installs;
+# PYTHON=/path/to/python picks one). VENV=.venv-3.13 keeps a second interpreter's venv apart.
+VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 TOOLS := $(CURDIR)/.tools/bin
 STATE := $(CURDIR)/.state
@@ -14,7 +15,9 @@ export PULUMI_HOME ?= $(STATE)/pulumi-home
 export PULUMI_BACKEND_URL ?= file://$(STATE)/backend
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
-export PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK := true
+# The language host runs the program, the dynamic providers and the policy pack on this
+# exact interpreter (see scripts/versions.env for why the host is older than the CLI).
+export PULUMI_PYTHON_CMD := $(PY)
 # The local stack's secrets guard nothing but a throwaway cluster token, so it uses a
 # fixed passphrase. Every other stack must bring its own PULUMI_CONFIG_PASSPHRASE.
 ifeq ($(STACK),local)
@@ -23,9 +26,9 @@ endif
 PULUMI := $(TOOLS)/pulumi
 # The CrossGuard pack runs on every preview and up; PACK= (empty) turns it off.
 PACK ?= policies
-POLICY_FLAGS := $(if $(PACK),--policy-pack $(PACK),)
+POLICY_FLAGS := $(if $(PACK),--policy-pack $(PACK)/run-pack,)
 
-.PHONY: help setup venv pulumi-cli stack check-config up down preview refresh recover test test-fast bench clean
+.PHONY: help setup venv pulumi-cli crds stack check-config up down preview refresh recover test test-fast bench clean constraints
 
 help:
 	@echo "make up        set everything up and run 'pulumi up' on the local stack"
@@ -36,15 +39,25 @@ help:
 	@echo "make recover   clear what a killed 'pulumi up' leaves in state, then refresh"
 	@echo "make bench     rollout safety and GPU cost vs Ray Serve's own update; preview cost"
 
-setup: venv pulumi-cli
+setup: venv pulumi-cli crds
 
-venv: $(VENV)/.installed
+# Quick when nothing changed; remade when the pins change or PYTHON names another version.
+venv:
+	@scripts/make-venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
-	touch $@
+# Re-resolve the full pin set after a change of pyproject.toml: a fresh venv on the oldest
+# supported Python (so no pin needs a newer one), then freeze.
+constraints:
+	rm -rf $(CURDIR)/.venv-constraints
+	"$$(scripts/find-python 3.11)" -m venv $(CURDIR)/.venv-constraints
+	$(CURDIR)/.venv-constraints/bin/pip install --quiet -e '.[test]'
+	{ sed -n '1,2p' constraints.txt; $(CURDIR)/.venv-constraints/bin/pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf $(CURDIR)/.venv-constraints
+	@echo "constraints.txt re-resolved on 3.11; check that 3.12 and 3.13 still install it (make test-fast VENV=...)"
+
+crds:
+	scripts/fetch-crds
 
 pulumi-cli:
 	scripts/install-pulumi
@@ -78,7 +91,7 @@ recover: stack
 test: setup
 	$(PY) -m pytest
 
-test-fast: venv
+test-fast: venv crds
 	$(PY) -m pytest -m "not integration"
 
 bench: setup

@@ -12,11 +12,12 @@ from policies.validators import Secret
 _unwrap = deserialize._deserialize_property  # pylint: disable=protected-access
 
 
-def _keep_secret_marker(prop):
+def _keep_secret_marker(prop, proxy_secrets=False):
+    # pulumi-policy >= 1.8 passes proxy_secrets down the recursion; keep its signature.
     if isinstance(prop, dict) and prop.get(deserialize.SPECIAL_SIG_KEY) == deserialize.SPECIAL_SECRET_SIG:
-        value = _unwrap(prop["value"])
+        value = _unwrap(prop["value"], proxy_secrets)
         return Secret(value) if isinstance(value, str) else value
-    return _unwrap(prop)
+    return _unwrap(prop, proxy_secrets)
 
 
 deserialize._deserialize_property = _keep_secret_marker  # pylint: disable=protected-access

@@ -4,7 +4,7 @@
   against botocore's service model), and the Pulumi arguments derived from them;
 - Kubernetes objects (NVIDIA device plugin DaemonSet, dashboard token Secret, Serve
   LoadBalancer Service), validated against the Kubernetes OpenAPI;
-- the KubeRay RayCluster, validated against the KubeRay v1.7.0 CRD.
+- the KubeRay RayCluster, validated against KubeRay's CRD (tests; version in scripts/versions.env).
 """
 
 from __future__ import annotations

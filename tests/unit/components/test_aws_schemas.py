@@ -1,5 +1,6 @@
 """Everything the aws target renders validates against the real schemas: the Kubernetes
-OpenAPI (kubernetes-validate), the KubeRay v1.7.0 CRD, and botocore's EKS model."""
+OpenAPI (kubernetes-validate), the KubeRay RayCluster CRD (fetched at setup at the version in scripts/versions.env), and
+botocore's EKS model."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import yaml
 
 from components.aws import render
 from components.config import AwsStack, check_stack_file
+from tests.conftest import kuberay_crd
 
 REPO = Path(__file__).resolve().parents[3]
-KUBERAY_CRD = REPO.parent / "shared" / "schemas" / "kuberay-v1.7.0" / "ray.io_rayclusters.yaml"
 K8S_VERSION = "1.33.0"
 STACKS = ["dev", "staging", "prod"]
 
@@ -28,7 +29,7 @@ def stack(name: str) -> AwsStack:
 
 @functools.cache
 def raycluster_schema() -> dict:
-    crd = yaml.safe_load(KUBERAY_CRD.read_text())
+    crd = yaml.safe_load(kuberay_crd("ray.io_rayclusters.yaml").read_text())
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return version["schema"]["openAPIV3Schema"]
 
