@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.integration.harness import LocalStack
+from tests.integration.harness import POLICY_PACK, LocalStack
 
 
 def services(count: int) -> list[dict]:
@@ -29,9 +29,9 @@ def main(sizes: list[int]) -> int:
     with tempfile.TemporaryDirectory(prefix="gpuserve-preview-") as root:
         for size in sizes:
             stack = LocalStack(Path(root) / str(size), gpus=8, services=services(size))
-            stack.pulumi("preview", "--policy-pack", "policies")  # warm caches (bytecode, plugins)
+            stack.preview(policy_packs=[POLICY_PACK])  # warm caches (bytecode, plugins)
             start = time.monotonic()
-            stack.pulumi("preview", "--policy-pack", "policies")
+            stack.preview(policy_packs=[POLICY_PACK])
             timings[size] = time.monotonic() - start
             print(f"{size:3d} services: preview {timings[size]:.1f}s", flush=True)
     base = timings[sizes[0]]

@@ -39,7 +39,7 @@ from runtime import apps
 from runtime.plan import plan_rollout
 from runtime.ray_state import gpus_in_use
 from runtime.serve_api import ServeClient
-from tests.integration.harness import REPO, LocalStack
+from tests.integration.harness import REPO, LocalStack, Run
 
 RESULTS = REPO / "bench" / "results"
 
@@ -177,26 +177,29 @@ def request_metrics(records: list[dict], t0: float, t1: float) -> dict:
     }
 
 
-ELAPSED = re.compile(r"\((\d+(?:\.\d+)?)s\)\s*$")
+# The controller's progress lines that mark a rollout's milestones, as they arrive in the
+# engine's event stream. Times are arrival times (monotonic) relative to the rollout's first
+# line, so Pulumi's own start-up is not counted in the replica ready time.
+MILESTONES = {
+    "rollout_start": lambda m: "rollout " in m and " -> " in m and "waves" in m,
+    "canary_ready": lambda m: "canary" in m and "deployed" in m,
+    "rollback_verdict": lambda m: ": FAIL:" in m or "rolling back" in m,
+    "rollback_done": lambda m: "rollback complete" in m,
+    "rollout_done": lambda m: "rollout complete" in m,
+}
 
 
-def controller_times(stdout: str) -> dict:
-    """Elapsed seconds of the controller's own progress lines (the `(12.3s)` suffix)."""
-    times: dict[str, float] = {}
-    for line in stdout.splitlines():
-        match = ELAPSED.search(line)
-        if not match:
+def controller_times(run: Run, service: str) -> dict:
+    """Seconds from the rollout's first progress line to each milestone's first line."""
+    arrivals: dict[str, float] = {}
+    for arrived, _, message in run.diagnostics:
+        if not message.startswith(f"[{service}]"):
             continue
-        seconds = float(match.group(1))
-        if "canary" in line and "deployed" in line:
-            times.setdefault("canary_ready", seconds)
-        if ": FAIL:" in line or ("rolling back" in line and "rollback_verdict" not in times):
-            times.setdefault("rollback_verdict", seconds)
-        if "rollback complete" in line:
-            times["rollback_done"] = seconds
-        if "rollout complete" in line:
-            times["rollout_done"] = seconds
-    return times
+        for milestone, matches in MILESTONES.items():
+            if matches(message):
+                arrivals.setdefault(milestone, arrived)
+    start = arrivals.pop("rollout_start", None)
+    return {k: round(t - start, 2) for k, t in arrivals.items()} if start is not None else {}
 
 
 # ------------------------------------------------------------------ scenarios
@@ -235,16 +238,16 @@ def run_gpuserve(stack: LocalStack, settings: Settings, scenario: Scenario, inde
     time.sleep(settings.cooldown_s)
     records = load.stop()
     sampler.stop()
-    times = controller_times(result.stdout)
+    times = controller_times(result, name)
     plan = plan_rollout(settings.n, scenario.surge)
     ready = times.get("canary_ready")
     # The ideal describes a completed rollout; for a rolled-back one it has no meaning.
-    ideal = plan.waves * (ready + settings.bake_s) if ready is not None and result.returncode == 0 else None
+    ideal = plan.waves * (ready + settings.bake_s) if ready is not None and result.ok else None
     metrics = {
         **request_metrics(records, t0, t1),
         **gpu_metrics(sampler.samples, t0, t1, settings.n),
         "wall_s": round(t1 - t0, 1),
-        "exit_code": result.returncode,
+        "up_succeeded": result.ok,
         "waves": plan.waves,
         "replica_ready_s": ready,
         "ideal_s": round(ideal, 1) if ideal is not None else None,
@@ -252,7 +255,8 @@ def run_gpuserve(stack: LocalStack, settings: Settings, scenario: Scenario, inde
         "rollback_s": (round(times["rollback_done"] - times["rollback_verdict"], 1)
                        if "rollback_done" in times and "rollback_verdict" in times else None),
     }
-    log = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith(f"[{name}]")]
+    log = [line.strip() for _, _, message in result.diagnostics for line in message.splitlines()
+           if line.strip().startswith(f"[{name}]")]
     return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1,
             "log": list(dict.fromkeys(log))}
 
@@ -309,7 +313,7 @@ def run_peer(stack: LocalStack, settings: Settings, scenario: Scenario, index: i
         "completed": done,
         "final_status": peer_outcome(scenario, records, t1),
         "waves": None, "replica_ready_s": None, "ideal_s": None, "actual_over_ideal": None, "rollback_s": None,
-        "exit_code": None,
+        "up_succeeded": None,
     }
     return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1}
 
@@ -415,15 +419,14 @@ def outcome_text(scenario: Scenario, metrics: dict) -> str:
     if scenario.kind == "peer":
         return metrics["final_status"] if metrics["completed"] else "did not finish"
     if scenario.target == "v2":
-        return "v2 serves" if metrics["exit_code"] == 0 else "failed"
-    return "rolled back, v1 serves" if metrics["exit_code"] != 0 else "NOT rolled back"
+        return "v2 serves" if metrics["up_succeeded"] else "failed"
+    return "NOT rolled back" if metrics["up_succeeded"] else "rolled back, v1 serves"
 
 
-def machine() -> dict:
+def machine(stack: LocalStack) -> dict:
     import ray
 
-    pulumi_version = subprocess.run([str(REPO / ".tools/bin/pulumi"), "version"], capture_output=True,
-                                    text=True).stdout.strip()
+    pulumi_version = str(stack.workspace.pulumi_command.version)
     return {"cores": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
             "pulumi": pulumi_version, "platform": platform.platform()}
 
@@ -466,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.destroy()
     table = markdown(rows)
-    report = {"timestamp": stamp, "machine": machine(), "settings": {
+    report = {"timestamp": stamp, "machine": machine(stack), "settings": {
         "n": settings.n, "clients": settings.clients, "warmup_s": settings.warmup_s, "bake_s": settings.bake_s,
         "gpus_per_replica": 1, "sample_period_s": 0.25}, "duration_s": round(time.monotonic() - started, 1),
         "scenarios": results, "table": table}

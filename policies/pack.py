@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from pulumi_policy import (
@@ -27,19 +28,31 @@ def _report(messages: list[str], report: ReportViolation, urn: str | None = None
         report(message, urn)
 
 
-def _on(resource_type: str, check: Callable[[ResourceValidationArgs], list[str]]):
+@dataclass(frozen=True)
+class Resource:
+    """What a resource validator reads: plain props, with unknown values as None."""
+
+    props: dict
+    urn: str
+    config: dict
+
+    def get_config(self) -> dict:
+        return self.config
+
+
+def _on(resource_type: str, check: Callable[[Resource], list[str]]):
     def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
         if args.resource_type == resource_type:
-            _report(check(args), report)
+            _report(check(Resource(v.plain(args.props), args.urn, args.get_config())), report)
     return validate
 
 
 def _rollout_check(check: Callable[[dict, bool, dict], list[str]]):
-    def run(args: ResourceValidationArgs) -> list[str]:
-        spec = args.props.get("spec")
+    def run(resource: Resource) -> list[str]:
+        spec = resource.props.get("spec")
         if not isinstance(spec, Mapping):
             return []  # unknown during preview: checked again at update
-        return check(v.plain(spec), v.is_prod(args.urn, args.get_config()), args.get_config())
+        return check(spec, v.is_prod(resource.urn, resource.config), resource.config)
     return _on(v.ROLLOUT, run)
 
 
@@ -47,8 +60,8 @@ def _stack(check: Callable[[list[dict], list[dict], dict], list[str]]):
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
         # Stack policies see each resource's outputs (a component's registered outputs).
         pools = [v.plain(r.props) for r in args.resources if r.resource_type == v.POOL]
-        rollouts = [v.plain(r.props) for r in args.resources
-                    if r.resource_type == v.ROLLOUT and isinstance(r.props.get("spec"), Mapping)]
+        rollouts = [props for props in (v.plain(r.props) for r in args.resources if r.resource_type == v.ROLLOUT)
+                    if isinstance(props.get("spec"), Mapping)]
         _report(check(pools, rollouts, args.get_config()), report)
     return validate
 
@@ -144,7 +157,8 @@ POLICIES = [
         description="Tokens and passwords reach resources only as Pulumi secrets.",
         config_schema=_schema(sensitiveKeys={"type": "array", "items": {"type": "string"},
                                              "default": list(v.SENSITIVE)}),
-        validate=lambda a, report: _report(v.secrets_are_secret(a.resource_type, a.props, a.get_config()), report),
+        validate=lambda a, report: _report(v.secrets_are_secret(a.resource_type, v.plain(a.props), a.get_config()),
+                                           report),
     ),
 ]
 

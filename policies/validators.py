@@ -28,14 +28,32 @@ class Secret(str):
     """A string that reached the resource as a Pulumi secret (see policies/__main__.py)."""
 
 
+# pulumi_policy marks a value that is unknown during preview with one of these strings.
+UNKNOWN_VALUES = frozenset({
+    "1c4a061d-8072-4f0a-a4cb-0ff528b18fe7", "3eeb2bf0-c639-47a8-9e75-3b44932eb421",
+    "04da6b54-80e4-46f7-96ec-b56ff0331ba9", "6a19a0b0-7e62-4c92-b797-7f8e31da9cc2",
+    "030794c1-ac77-496b-92df-f27374a8bd58", "e48ece36-62e2-4504-bad9-02848725956a",
+    "dd056dcd-154b-4c76-9bd3-c8f88648b5ff",
+})
+
+
 def plain(value: Any) -> Any:
-    """Copy pulumi_policy's read-only proxies into plain dicts and lists."""
+    """Copy pulumi_policy's read-only proxies into plain dicts and lists.
+
+    A value unknown during preview becomes None: each validator judges what is known, and
+    the same policy runs again at update, when everything is. (pulumi_policy's proxies raise
+    on reading an unknown, which would turn a whole policy into a "can't run" advisory.)
+    """
     if isinstance(value, Secret):
         return value
-    if isinstance(value, Mapping):
-        return {k: plain(item) for k, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [plain(item) for item in value]
+    if isinstance(value, str):
+        return None if value in UNKNOWN_VALUES else value
+    if isinstance(value, (Mapping, Sequence)) and not isinstance(value, bytes):
+        # A proxy hands out its unchecked contents under "__target".
+        raw = value["__target"] if type(value).__name__ in ("_DictProxy", "_ListProxy") else value
+        if isinstance(raw, Mapping):
+            return {k: plain(raw[k]) for k in raw}
+        return [plain(item) for item in raw]
     return value
 
 

@@ -1,8 +1,11 @@
-"""Drive the real Pulumi CLI against a throwaway copy of the project.
+"""Drive the real Pulumi CLI, through Pulumi's Automation API, against a throwaway copy of
+the project.
 
 Each `LocalStack` gets its own stack name, file backend, PULUMI_HOME and free ports, so
 tests never touch the user's `local` stack or its Ray head. The project's code is
-symlinked, so the program that runs is the repo's own.
+symlinked, so the program that runs is the repo's own. Every operation returns a `Run`
+built from the engine's event stream (diagnostics, policy events, the change summary),
+not from the CLI's printed text.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import os
 import random
 import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -22,12 +24,33 @@ from pathlib import Path
 
 import httpx
 import yaml
+from pulumi import automation as auto
 
 from runtime import local_cluster
 
 REPO = Path(__file__).resolve().parents[2]
-TOOLS = REPO / ".tools" / "bin"
-VENV = REPO / ".venv"
+POLICY_PACK = str(REPO / "policies" / "run-pack")
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """Which Pulumi CLI (`<root>/bin/pulumi` plus its language host and launchers) and which
+    venv run a stack. The default is the one `make setup` builds; the upgrade test also
+    uses the release gpuserve shipped with before."""
+
+    root: Path = REPO / ".tools"
+    venv: Path = REPO / ".venv"
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+
+CURRENT = Toolchain()
 
 
 def free_port_block(size: int = 210) -> int:
@@ -48,6 +71,86 @@ def _free(port: int) -> bool:
     return True
 
 
+def prepare_project(root: Path, toolchain: Toolchain) -> Path:
+    """A project directory under `root` whose code is the repo's own (symlinked), run on
+    `toolchain`'s venv. Returns its path."""
+    project = root / "project"
+    (project / "stacks").mkdir(parents=True, exist_ok=True)
+    for entry in ("__main__.py", "components", "runtime", "policies"):
+        target = project / entry
+        if not target.exists() and (REPO / entry).exists():
+            target.symlink_to(REPO / entry)
+    # The policy pack's launcher finds its virtualenv at ../.venv, relative to policies/.
+    venv_link = project / ".venv"
+    if venv_link.is_symlink():
+        venv_link.unlink()
+    venv_link.symlink_to(toolchain.venv)
+    pulumi_yaml = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    pulumi_yaml["runtime"]["options"]["virtualenv"] = str(toolchain.venv)
+    (project / "Pulumi.yaml").write_text(yaml.safe_dump(pulumi_yaml))
+    return project
+
+
+def stack_env_vars(root: Path, toolchain: Toolchain) -> dict[str, str]:
+    """What the CLI needs beyond the environment: a file backend under `root`, offline
+    plugins, and the toolchain's binaries and interpreter."""
+    (root / "backend").mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": f"{toolchain.bin}:{toolchain.venv / 'bin'}:{os.environ['PATH']}",
+        "PULUMI_BACKEND_URL": f"file://{root / 'backend'}",
+        "PULUMI_CONFIG_PASSPHRASE": "integration-tests",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        "PULUMI_PYTHON_CMD": str(toolchain.python),
+    }
+
+
+def config_document(ports: dict, gpus: int, services: list[dict], rollout: dict) -> dict:
+    """A local stack's whole `config:` section."""
+    return {
+        "gpuserve:target": "local",
+        "gpuserve:local": {**ports, "num_cpus": 4},
+        "gpuserve:node_pools": [{"name": "gpu", "gpus": gpus}],
+        "gpuserve:rollout": rollout,
+        "gpuserve:services": services,
+    }
+
+
+@dataclass
+class Run:
+    """One Pulumi operation, as its event stream told it."""
+
+    ok: bool
+    changes: dict[str, int]  # resource operations other than "same", from the summary event
+    diagnostics: list[tuple[float, str, str]]  # (monotonic arrival time, severity, message)
+    policy_violations: list[auto.PolicyEvent]
+    output: str  # the CLI's own text: for failure reports only, never parsed
+
+    @classmethod
+    def from_events(cls, ok: bool, events: list[tuple[float, auto.EngineEvent]], output: str) -> "Run":
+        changes: dict[str, int] = {}
+        diagnostics, violations = [], []
+        for arrived, event in events:
+            if event.diagnostic_event:
+                diag = event.diagnostic_event
+                diagnostics.append((arrived, diag.severity, diag.message.rstrip("\n")))
+            if event.policy_event:
+                violations.append(event.policy_event)
+            if event.summary_event:
+                changes = {str(op.value if hasattr(op, "value") else op): n
+                           for op, n in (event.summary_event.resource_changes or {}).items() if n}
+                changes.pop("same", None)
+        return cls(ok, changes, diagnostics, violations, output)
+
+    @property
+    def log(self) -> str:
+        """Every diagnostic message (the program's errors, the providers' progress lines)."""
+        return "\n".join(message for _, _, message in self.diagnostics)
+
+    def report(self) -> str:
+        return f"{self.log[-6000:]}\n--- CLI output ---\n{self.output[-3000:]}"
+
+
 @dataclass
 class LocalStack:
     root: Path
@@ -55,80 +158,69 @@ class LocalStack:
     services: list[dict] = field(default_factory=list)
     rollout: dict = field(default_factory=dict)
     name: str = field(default_factory=lambda: f"it-{uuid.uuid4().hex[:8]}")
+    toolchain: Toolchain = CURRENT
+    ports: dict = field(default_factory=dict)  # chosen free on 127.0.0.1 unless given
 
     def __post_init__(self) -> None:
-        self.project = self.root / "project"
-        (self.project / "stacks").mkdir(parents=True, exist_ok=True)
-        for entry in ("__main__.py", "components", "runtime", "policies"):
-            target = self.project / entry
-            if not target.exists() and (REPO / entry).exists():
-                target.symlink_to(REPO / entry)
-        # The policy pack finds its virtualenv at ../.venv, relative to policies/.
-        if not (self.project / ".venv").exists():
-            (self.project / ".venv").symlink_to(VENV)
-        pulumi_yaml = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
-        pulumi_yaml["runtime"]["options"]["virtualenv"] = str(VENV)
-        (self.project / "Pulumi.yaml").write_text(yaml.safe_dump(pulumi_yaml))
+        self.project = prepare_project(self.root, self.toolchain)
         base = free_port_block()
-        self.ports = {"http_port": base, "dashboard_port": base + 1, "gcs_port": base + 2,
-                      "internal_ports_start": base + 5}
-        self.env = {
-            **os.environ,
-            "PATH": f"{TOOLS}:{VENV / 'bin'}:{os.environ['PATH']}",
-            "PULUMI_HOME": str(self.root / "pulumi-home"),
-            "PULUMI_BACKEND_URL": f"file://{self.root / 'backend'}",
-            "PULUMI_CONFIG_PASSPHRASE": "integration-tests",
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-        }
-        (self.root / "backend").mkdir(exist_ok=True)
+        self.ports = self.ports or {"http_port": base, "dashboard_port": base + 1, "gcs_port": base + 2,
+                                    "internal_ports_start": base + 5}
+        self.env_vars = stack_env_vars(self.root, self.toolchain)
+        self.env = {**os.environ, **self.env_vars, "PULUMI_HOME": str(self.root / "pulumi-home")}
+        self.workspace = auto.LocalWorkspace(
+            work_dir=str(self.project), pulumi_home=str(self.root / "pulumi-home"), env_vars=self.env_vars,
+            pulumi_command=auto.PulumiCommand(root=str(self.toolchain.root)))
+        self.stack = auto.Stack.create_or_select(self.name, self.workspace)
         self.write_config()
-        self.pulumi("stack", "init", self.name)
 
     # -- config -----------------------------------------------------------------
     def config_document(self) -> dict:
-        return {
-            "gpuserve:target": "local",
-            "gpuserve:local": {**self.ports, "num_cpus": 4},
-            "gpuserve:node_pools": [{"name": "gpu", "gpus": self.gpus}],
-            "gpuserve:rollout": self.rollout,
-            "gpuserve:services": self.services,
-        }
+        return config_document(self.ports, self.gpus, self.services, self.rollout)
 
     def write_config(self) -> None:
-        path = self.project / "stacks" / f"Pulumi.{self.name}.yaml"
-        existing = yaml.safe_load(path.read_text()) if path.exists() else {}
-        existing = existing or {}
-        existing["config"] = self.config_document()
-        path.write_text(yaml.safe_dump(existing, sort_keys=False))
+        """Declare the whole config document (`pulumi config set-all --json`)."""
+        self.stack.set_all_config_json(json.dumps({
+            key: ({"value": json.dumps(value), "objectValue": value, "secret": False}
+                  if isinstance(value, (dict, list)) else {"value": str(value), "secret": False})
+            for key, value in self.config_document().items()
+        }))
 
-    # -- CLI --------------------------------------------------------------------
-    def pulumi(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [str(TOOLS / "pulumi"), *args, "--stack", self.name, "--non-interactive"]
-            if args[:2] != ("stack", "init") else [str(TOOLS / "pulumi"), *args, "--non-interactive"],
-            cwd=self.project, env=self.env, capture_output=True, text=True, timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"pulumi {' '.join(args)} exited {result.returncode}:\n"
-                                 f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
-        return result
+    # -- operations -------------------------------------------------------------
+    def _run(self, operation: str, check: bool, on_event=None, **options) -> Run:
+        """Run one operation; `on_event`, if given, also sees every engine event as it arrives."""
+        events: list[tuple[float, auto.EngineEvent]] = []
 
-    def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            [str(TOOLS / "pulumi"), *args, "--stack", self.name, "--non-interactive"],
-            cwd=self.project, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        def record(event: auto.EngineEvent) -> None:
+            events.append((time.monotonic(), event))
+            if on_event is not None:
+                on_event(event)
 
-    def up(self, check: bool = True) -> subprocess.CompletedProcess:
-        return self.pulumi("up", "--yes", "--skip-preview", check=check)
+        try:
+            result = getattr(self.stack, operation)(on_event=record, **options)
+            ok, output = True, f"{result.stdout}\n{result.stderr}"
+        except auto.CommandError as exc:
+            ok, output = False, str(exc)
+        run = Run.from_events(ok, events, output)
+        if check and not ok:
+            raise AssertionError(f"pulumi {operation} of {self.name} failed:\n{run.report()}")
+        return run
+
+    def up(self, check: bool = True, **options) -> Run:
+        return self._run("up", check, **options)
+
+    def preview(self, check: bool = True, **options) -> Run:
+        return self._run("preview", check, **options)
+
+    def refresh(self, check: bool = True, **options) -> Run:
+        return self._run("refresh", check, **options)
 
     def outputs(self) -> dict:
-        return json.loads(self.pulumi("stack", "output", "--json", "--show-secrets").stdout)
+        return {key: output.value for key, output in self.stack.outputs().items()}
 
     def resources(self) -> list[dict]:
-        state = json.loads(self.pulumi("stack", "export").stdout)
-        return (state.get("deployment") or {}).get("resources") or []
+        state = self.stack.export_stack().deployment or {}
+        return state.get("resources") or []
 
     def ray_head(self) -> dict | None:
         for resource in self.resources():
@@ -149,7 +241,7 @@ class LocalStack:
     def destroy(self) -> None:
         head = self.ray_head()
         try:
-            self.pulumi("destroy", "--yes", "--skip-preview")
+            self._run("destroy", check=True)
         finally:
             # Belt and braces: whatever happened above, leave no process of ours behind.
             if head and head.get("sid"):

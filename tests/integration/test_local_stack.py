@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from pulumi import automation as auto
 
 from runtime import local_cluster
 from tests.integration.harness import REPO, LocalStack
@@ -78,24 +79,24 @@ def test_overload_is_shed_with_503_not_a_hang(stack):
 
 
 def test_a_second_preview_reports_no_changes(stack):
-    result = stack.pulumi("preview", "--expect-no-changes", check=False)
-    assert result.returncode == 0, result.stdout[-3000:]
+    result = stack.preview()
+    assert result.changes == {}, result.report()
 
 
 def test_invalid_config_prints_one_error_and_touches_nothing(stack):
     before = stack.resources()
-    stack.pulumi("config", "set", "--path", "gpuserve:services[0].num_replicas", "0")
-    stack.pulumi("config", "set", "--path", "gpuserve:services[0].rollout.max_surge_percent", "150")
+    stack.stack.set_config("gpuserve:services[0].num_replicas", auto.ConfigValue("0"), path=True)
+    stack.stack.set_config("gpuserve:services[0].rollout.max_surge_percent", auto.ConfigValue("150"), path=True)
     try:
         result = stack.up(check=False)
     finally:
         stack.write_config()  # restore the declared config
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
+    assert not result.ok
+    output = result.log
     assert "invalid stack config" in output and "(2 problems)" in output
     assert "gpuserve:services[0].num_replicas: got 0; allowed: greater than or equal to 1" in output
     assert "gpuserve:services[0].rollout.max_surge_percent: got 150" in output
-    assert "Traceback" not in output
+    assert "Traceback" not in output + result.output
     # No resource changed. (Pulumi itself drops the stack's outputs after a failed
     # program; `make up` validates before the CLI starts, so it keeps even those.)
     assert settled(stack.resources()) == settled(before)
@@ -134,6 +135,6 @@ def test_a_dead_ray_head_is_replaced_and_the_service_redeployed_by_the_next_up(s
     head = stack.ray_head()
     local_cluster.stop({k: head[k] for k in ("pid", "sid", "started_at", "dashboard_url", "token_path", "log_path")})
     result = stack.up()
-    assert "is not running: it will be replaced" in result.stdout
+    assert "is not running: it will be replaced" in result.log
     assert predict(stack).json()["version"] == "v1"
     assert stack.ray_head()["pid"] != head["pid"]

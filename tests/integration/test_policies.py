@@ -1,13 +1,15 @@
 """The policy pack on the real CLI: it passes the shipped local shape and stops a surge
-that does not fit the pool at preview time, before any resource exists."""
+that does not fit the pool at preview time, before any resource exists. Violations are read
+from the engine's policy events."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
-from tests.integration.harness import LocalStack
+from tests.integration.harness import POLICY_PACK, LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -18,9 +20,11 @@ SERVICE = {"name": "llm", "pool": "gpu", "version": "v1", "ray_actor_options": {
 def test_the_shipped_local_shape_passes_the_pack(tmp_path):
     stack = LocalStack(tmp_path, gpus=4, services=[{**SERVICE, "num_replicas": 2}],
                        rollout={"max_surge_percent": 50})
-    result = stack.pulumi("preview", "--policy-pack", "policies", check=False)
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "Policy Packs run" in result.stdout
+    result = stack.preview(check=False, policy_packs=[POLICY_PACK])
+    assert result.ok, result.report()
+    assert result.policy_violations == []
+    # The pack did run: the CLI names it among the packs it loaded (no event carries that).
+    assert "gpuserve@v0.1.0" in result.output
 
 
 def violating(tmp_path) -> LocalStack:
@@ -31,13 +35,19 @@ def violating(tmp_path) -> LocalStack:
 
 def test_a_surge_that_does_not_fit_fails_the_preview_before_anything_exists(tmp_path):
     stack = violating(tmp_path)
-    result = stack.pulumi("preview", "--policy-pack", "policies", check=False)
-    assert result.returncode != 0
-    assert "rollout-surge-fits-capacity" in result.stdout
+    result = stack.preview(check=False, policy_packs=[POLICY_PACK])
+    assert not result.ok
+    (violation,) = result.policy_violations
+    assert (violation.policy_name, violation.enforcement_level) == ("rollout-surge-fits-capacity", "mandatory")
     assert ("a rollout of llm must fit its node pool 'gpu': peak (N + ceil(p% * N)) x gpus_per_replica = "
-            "(4 + 1) x 1 = 5 GPUs > 4 GPUs in the pool.") in result.stdout
-    up = stack.pulumi("up", "--yes", "--policy-pack", "policies", check=False)
-    assert up.returncode != 0 and "rollout-surge-fits-capacity" in up.stdout
+            "(4 + 1) x 1 = 5 GPUs > 4 GPUs in the pool.") in violation.message
+    # `make up` runs `pulumi up` with its preview, and the preview is where the pack stops
+    # everything. The Automation API's up always skips the preview, so this one runs the CLI
+    # as the Makefile does.
+    up = subprocess.run([str(stack.toolchain.bin / "pulumi"), "up", "--yes", "--non-interactive", "--stack",
+                         stack.name, "--policy-pack", POLICY_PACK], cwd=stack.project, env=stack.env,
+                        capture_output=True, text=True, timeout=600)
+    assert up.returncode != 0 and "rollout-surge-fits-capacity" in up.stdout, up.stdout[-3000:]
     assert [r for r in stack.resources() if r["type"] != "pulumi:pulumi:Stack"] == []
     assert stack.ray_head() is None
 
@@ -46,6 +56,7 @@ def test_policy_config_can_lower_a_policy_to_advisory(tmp_path):
     stack = violating(tmp_path)
     config = tmp_path / "policy-config.json"
     config.write_text(json.dumps({"rollout-surge-fits-capacity": "advisory"}))
-    result = stack.pulumi("preview", "--policy-pack", "policies", "--policy-pack-config", str(config), check=False)
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "advisory" in result.stdout and "rollout-surge-fits-capacity" in result.stdout
+    result = stack.preview(check=False, policy_packs=[POLICY_PACK], policy_pack_configs=[str(config)])
+    assert result.ok, result.report()
+    (violation,) = result.policy_violations
+    assert (violation.policy_name, violation.enforcement_level) == ("rollout-surge-fits-capacity", "advisory")

@@ -4,11 +4,12 @@ load of 4 concurrent clients that counts every response."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
+import threading
 import time
 
 import httpx
+import psutil
 import pytest
 
 from tests.integration.harness import REPO, GpuSampler, Load, LocalStack
@@ -60,13 +61,38 @@ def live_snapshot(stack: LocalStack) -> tuple:
                    for name, app in state.apps.items()))
 
 
-def end_session(sid: int) -> None:
-    from runtime.local_cluster import session_pids
+def kill_up_when(stack: LocalStack, marker: str) -> tuple[list[str], list[psutil.Process]]:
+    """Run `pulumi up` through the Automation API and SIGKILL the CLI process alone as soon as
+    a diagnostic containing `marker` arrives. Returns the messages seen and the CLI's
+    descendants (language hosts, providers, analyzer) as they were at the kill."""
+    seen: list[str] = []
+    orphans: list[psutil.Process] = []
+    killed = threading.Event()
 
-    for pid in session_pids(sid):
+    def on_event(event) -> None:
+        if event.diagnostic_event is None or killed.is_set():
+            return
+        seen.append(event.diagnostic_event.message)
+        if marker in event.diagnostic_event.message:
+            (cli,) = [c for c in psutil.Process().children(recursive=True)
+                      if c.name() == "pulumi" and "up" in c.cmdline()]
+            orphans.extend(cli.children(recursive=True))
+            cli.kill()
+            killed.set()
+
+    stack.up(check=False, on_event=on_event)
+    assert killed.is_set(), "never saw " + repr(marker) + " in:\n" + "\n".join(seen[-20:])
+    return seen, orphans
+
+
+def end(processes: list[psutil.Process], spare_session: int) -> None:
+    """What the OS does to the rest of a crashed run. The Ray head's session is spared: it
+    is the cluster the run was changing, not part of the run."""
+    for process in processes:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            if os.getsid(process.pid) != spare_session:
+                process.kill()
+        except (psutil.NoSuchProcess, ProcessLookupError):
             pass
 
 
@@ -76,8 +102,8 @@ def failed_rollout(stack: LocalStack, primary: str, **service) -> str:
     declare(stack, **service)
     result = stack.up(check=False)
     declare(stack, version=primary)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output[-3000:]
+    output = result.log
+    assert not result.ok, result.report()
     assert f"primary {primary} serves 100%" in output
     return output
 
@@ -97,7 +123,7 @@ def test_a_rollout_fails_no_request_and_stays_within_the_surge_budget(stack):
     assert gpus.peak <= N + 1, f"peak {gpus.peak} GPUs > N + ceil(25% N) = {N + 1}"
     assert routing(stack) == {"service": "llm", "primary": target, "canary": None, "weights": {target: 100.0}}
     assert stack.outputs()["serving_versions"] == {"llm": target}
-    assert "rollout complete" in result.stdout
+    assert "rollout complete" in result.log
     history = rollout_outputs(stack)["history"]
     assert [h["step"] for h in history if h.get("step") == "gate"], "gate figures recorded"
 
@@ -108,7 +134,7 @@ def test_a_lightweight_change_restarts_no_replica(stack):
     probs_before = httpx.post(stack.endpoint("llm"), json={"features": [5.9, 3.0, 4.2, 1.5]}).json()["probabilities"]
     declare(stack, version=version, user_config={"temperature": 3.0}, max_queued_requests=48)
     result = stack.up()
-    assert "lightweight change" in result.stdout
+    assert "lightweight change" in result.log
     assert rollout_outputs(stack)["replica_ids"][version] == before
     probs_after = httpx.post(stack.endpoint("llm"), json={"features": [5.9, 3.0, 4.2, 1.5]}).json()["probabilities"]
     assert probs_after != probs_before, "temperature reached the replicas"
@@ -143,12 +169,12 @@ def test_canary_percent_holds_the_split_until_the_next_up_completes_it(stack):
     target = other(start)
     declare(stack, version=target, rollout={"canary_percent": 25})
     result = stack.up()
-    assert "holding at 25% canary traffic" in result.stdout
+    assert "holding at 25% canary traffic" in result.log
     assert routing(stack)["weights"] == {start: 75.0, target: 25.0}
     pinned = httpx.post(stack.endpoint("llm"), json={"features": [5.9, 3.0, 4.2, 1.5]},
                         headers={"x-serve-version": "canary"}).json()
     assert pinned["version"] == target
-    assert stack.pulumi("preview", "--expect-no-changes", check=False).returncode == 0
+    assert stack.preview().changes == {}
     declare(stack, version=target, rollout={"canary_percent": 100})
     with Load(stack.endpoint("llm")) as load:
         stack.up()
@@ -161,33 +187,23 @@ def test_a_rollout_killed_in_wave_two_converges_on_the_next_up_with_no_failed_re
     target = other(start)
     declare(stack, version=target)
     with Load(stack.endpoint("llm")) as load:
-        process = subprocess.Popen(
-            [str(REPO / ".tools/bin/pulumi"), "up", "--yes", "--skip-preview", "--stack", stack.name,
-             "--non-interactive"],
-            cwd=stack.project, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
-        )
-        seen = []
-        for line in process.stdout:
-            seen.append(line)
-            if "wave 1/4:" in line:  # wave 1 done: the rollout is now inside wave 2
-                break
-        # SIGKILL the `pulumi up` process alone. Its plugins run in process groups of
-        # their own; the rollout provider must notice and stop (components/providers/watchdog.py).
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+        # Wave 1 done: the rollout is now inside wave 2. Only the CLI dies; its plugins run
+        # in process groups of their own, and the rollout provider must notice and stop
+        # (components/providers/watchdog.py).
+        seen, orphans = kill_up_when(stack, "wave 1/4:")
         # Nothing may keep rolling without the engine: the live service stands still.
         time.sleep(2)
         frozen = live_snapshot(stack)
         time.sleep(6)
         assert live_snapshot(stack) == frozen, "the rollout went on after its engine was killed"
-        end_session(process.pid)  # what the OS does to the rest of a crashed run
+        end(orphans, spare_session=int(stack.ray_head()["sid"]))
         killed_at = routing(stack)
-        assert killed_at["canary"] == target, "".join(seen[-20:])
-        recovered = subprocess.run([str(REPO / "scripts/recover"), stack.name], cwd=stack.project,
-                                   env=stack.env, capture_output=True, text=True)
+        assert killed_at["canary"] == target, "\n".join(seen[-20:])
+        recovered = subprocess.run(
+            [str(REPO / "scripts/recover"), stack.name], cwd=stack.project, capture_output=True, text=True,
+            env={**stack.env, "PULUMI": str(stack.toolchain.bin / "pulumi"), "PYTHON": str(stack.toolchain.python)})
         assert recovered.returncode == 0, recovered.stdout + recovered.stderr
         result = stack.up()
-    assert "resuming rollout" in result.stdout
+    assert "resuming rollout" in result.log
     assert load.failed == 0, load.errors[:5]
     assert routing(stack) == {"service": "llm", "primary": target, "canary": None, "weights": {target: 100.0}}

@@ -243,3 +243,13 @@ def test_every_policy_has_a_config_schema_with_defaults():
 def test_headroom_config_tightens_the_surge_check():
     assert v.rollout_surge_fits_capacity(fitted(5)) == []
     assert v.rollout_surge_fits_capacity(fitted(5), {"headroomGpus": 1}) != []
+
+
+def test_plain_reads_through_the_policy_sdks_proxies_and_turns_unknowns_into_none():
+    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
+
+    props = unknown_checking_proxy({"url": UNKNOWN_STRING_VALUE, "spec": {"pools": [{"gpus": 4}, UNKNOWN_STRING_VALUE]},
+                                    "token": v.Secret("s3cret")})
+    copied = v.plain(props)
+    assert copied == {"url": None, "spec": {"pools": [{"gpus": 4}, None]}, "token": "s3cret"}
+    assert isinstance(copied["token"], v.Secret)
