@@ -40,6 +40,9 @@ class Toolchain:
 
     root: Path = REPO / ".tools"
     venv: Path = REPO / ".venv"
+    # Our language host (older than the CLI) needs PULUMI_PYTHON_CMD; 3.79's own host
+    # joins it onto the virtualenv's bin/ and must not get it.
+    python_cmd: bool = True
 
     @property
     def bin(self) -> Path:
@@ -95,14 +98,16 @@ def stack_env_vars(root: Path, toolchain: Toolchain) -> dict[str, str]:
     """What the CLI needs beyond the environment: a file backend under `root`, offline
     plugins, and the toolchain's binaries and interpreter."""
     (root / "backend").mkdir(parents=True, exist_ok=True)
-    return {
+    env = {
         "PATH": f"{toolchain.bin}:{toolchain.venv / 'bin'}:{os.environ['PATH']}",
         "PULUMI_BACKEND_URL": f"file://{root / 'backend'}",
         "PULUMI_CONFIG_PASSPHRASE": "integration-tests",
         "PULUMI_SKIP_UPDATE_CHECK": "true",
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-        "PULUMI_PYTHON_CMD": str(toolchain.python),
     }
+    if toolchain.python_cmd:
+        env["PULUMI_PYTHON_CMD"] = str(toolchain.python)
+    return env
 
 
 def config_document(ports: dict, gpus: int, services: list[dict], rollout: dict) -> dict:

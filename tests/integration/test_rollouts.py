@@ -151,8 +151,8 @@ def test_a_version_whose_constructor_raises_is_rolled_back_with_no_failed_reques
     assert "rollout of llm v3 rolled back before wave 1 (serve-status gate)" in output
     assert load.failed == 0, load.errors[:5]
     assert routing(stack)["primary"] == primary and routing(stack)["canary"] is None
-    refreshed = stack.pulumi("refresh", "--yes", "--expect-no-changes", check=False)
-    assert refreshed.returncode == 0, refreshed.stdout[-3000:]
+    refreshed = stack.refresh()
+    assert refreshed.changes == {}, refreshed.report()
     assert rollout_outputs(stack)["primary_version"] == primary
 
 
@@ -182,6 +182,8 @@ def test_canary_percent_holds_the_split_until_the_next_up_completes_it(stack):
     assert routing(stack)["primary"] == target and routing(stack)["canary"] is None
 
 
+# The Automation API warns that the event stream broke off: the CLI writing it was killed.
+@pytest.mark.filterwarnings("ignore:Error in event stream")
 def test_a_rollout_killed_in_wave_two_converges_on_the_next_up_with_no_failed_request(stack):
     start = routing(stack)["primary"]
     target = other(start)

@@ -21,7 +21,8 @@ from tests.integration.harness import (REPO, LocalStack, Toolchain, config_docum
 pytestmark = pytest.mark.integration
 
 INSTALL = REPO / "tests" / "integration" / "upgrade" / "install-legacy"
-LEGACY = Toolchain(root=REPO / ".tools" / "legacy-v3.79.0", venv=REPO / ".tools" / "legacy-v3.79.0" / "venv")
+LEGACY = Toolchain(root=REPO / ".tools" / "legacy-v3.79.0", venv=REPO / ".tools" / "legacy-v3.79.0" / "venv",
+                   python_cmd=False)
 SERVICE = {"name": "llm", "pool": "gpu", "version": "v1", "num_replicas": 1,
            "ray_actor_options": {"num_gpus": 1}, "graceful_shutdown_timeout_s": 1}
 ROLLOUT = {"bake_seconds": 0}
