@@ -31,9 +31,9 @@ from pydantic import (
 )
 
 from runtime.errors import GpuserveError
+from runtime.constants import PROJECT_DIR
 
 NAMESPACE = "gpuserve"
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 SHIPPED_APP = "runtime.app.model:build"
 # Names end up in Serve app names `<service>--<version>`: no double dash inside either.
 SERVICE_NAME = r"^[a-z](-?[a-z0-9])*$"

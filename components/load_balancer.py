@@ -17,8 +17,8 @@ import pulumi
 
 from components.config import AwsTarget
 from components.serving_runtime import ServingRuntime
+from runtime.constants import HEALTH_PATH
 
-HEALTH_PATH = "/-/healthz"
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pulumi
 
+from runtime.constants import PROJECT_DIR
 from components.config import (
-    PROJECT_DIR,
     AwsStack,
     ConfigError,
     LocalStack,

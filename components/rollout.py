@@ -30,6 +30,8 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from components.providers.watchdog import arm
+
 OUTPUT_KEYS = ("primary_version", "canary_version", "weights", "replicas", "replica_ids", "history")
 HEAVY = ("version", "import_path", "artifact", "working_dir", "env_vars", "num_gpus", "num_cpus")
 
@@ -168,15 +170,9 @@ def _live_drift(props: dict) -> str | None:
     return None
 
 
-def _arm() -> None:
-    from components.providers.watchdog import arm
-
-    arm()
-
-
 class ModelRolloutProvider(ResourceProvider):
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        _arm()
+        arm()
         if not _known(news.get("spec")) or not _known((olds or {}).get("spec")):
             return CheckResult(news, [])  # preview with unknowns: checked again at update
         old = ((olds or {}).get("spec") or {}).get("version") or {}
@@ -193,7 +189,7 @@ class ModelRolloutProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        _arm()
+        arm()
         if not _known(news.get("spec")) or not isinstance(_http_url(news), str):
             # Preview while the serving runtime is being replaced: its proxy URL is not
             # known yet, so neither is the plan.
@@ -216,15 +212,15 @@ class ModelRolloutProvider(ResourceProvider):
         return DiffResult(changes=True, replaces=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        _arm()
+        arm()
         return CreateResult(id_=props["spec"]["service"], outs=_converge(props))
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        _arm()
+        arm()
         return UpdateResult(outs=_converge(news))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        _arm()
+        arm()
         import httpx
 
         controller, client = _controller(props)
@@ -242,7 +238,7 @@ class ModelRolloutProvider(ResourceProvider):
         return ReadResult(id_, _outputs(props, live, props.get("history")))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        _arm()
+        arm()
         import httpx
 
         controller, client = _controller(props)

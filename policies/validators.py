@@ -6,20 +6,20 @@ Each message states the rule, the value seen and the fix.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlparse
+
+from runtime import plan
+from runtime.constants import DASHBOARD_PORT
 
 ROLLOUT = "pulumi-python:dynamic/gpuserve:ModelRollout"
 POOL = "gpuserve:gpu_node_pool:GpuNodePool"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 RAY_CLUSTER = "kubernetes:ray.io/v1:RayCluster"
 K8S_SERVICE = "kubernetes:core/v1:Service"
-K8S_SECRET = "kubernetes:core/v1:Secret"
 SCHEME = "service.beta.kubernetes.io/aws-load-balancer-scheme"
 SSL_CERT = "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"
 PUBLIC = "gpuserve.io/public"
-DASHBOARD_PORT = 8265
 GPU_TAINT_KEY = "nvidia.com/gpu"
 SENSITIVE = ("token", "password", "secret", "stringdata")
 
@@ -75,7 +75,9 @@ def is_prod(urn: str, config: Mapping[str, Any]) -> bool:
 
 
 def surge_replicas(n: int, percent: int) -> int:
-    return min(n, max(1, math.ceil(percent * n / 100)))
+    """The planner's surge (runtime/plan.py), for any percent a resource may carry: one
+    outside 1..100 is judged by `rollout-surge-bounds`, and counts here as the nearest bound."""
+    return plan.surge_replicas(max(n, 1), min(max(percent, 1), 100))
 
 
 def replicas(spec: Mapping[str, Any]) -> int:
@@ -86,7 +88,7 @@ def replicas(spec: Mapping[str, Any]) -> int:
 def rollout_peak_gpus(spec: Mapping[str, Any]) -> float:
     n = replicas(spec)
     p = int((spec.get("rollout") or {}).get("max_surge_percent", 25))
-    return (n + surge_replicas(n, p)) * float((spec.get("version") or {}).get("num_gpus", 1))
+    return plan.peak_replicas(max(n, 1), min(max(p, 1), 100)) * float((spec.get("version") or {}).get("num_gpus", 1))
 
 
 def steady_gpus(spec: Mapping[str, Any]) -> float:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import httpx
 
 from runtime.spec import GateSpec
+from runtime.constants import VERSION_HEADER
 
-VERSION_HEADER = "x-serve-version"
 PROBE_BODY = {"features": [5.9, 3.0, 4.2, 1.5]}
 FAILED_STATUSES = ("DEPLOY_FAILED", "UNHEALTHY")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 
 from runtime.errors import LocalClusterError
+from runtime.constants import PROJECT_DIR
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)

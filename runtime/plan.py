@@ -34,7 +34,7 @@ Blue/green is p=100: surge N, one wave, 2N replicas at the peak.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -67,7 +67,6 @@ class Plan:
     steps: tuple[Step, ...]
     old_gpus_per_replica: float = 1.0
     new_gpus_per_replica: float = 1.0
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def waves(self) -> int:
@@ -103,6 +102,11 @@ def surge_replicas(n: int, max_surge_percent: int) -> int:
     if not 1 <= max_surge_percent <= 100:
         raise ValueError(f"max_surge_percent must be in 1..100, got {max_surge_percent}")
     return min(n, max(1, math.ceil(max_surge_percent * n / 100)))
+
+
+def peak_replicas(n: int, max_surge_percent: int) -> int:
+    """N + ceil(p% * N): the most replicas both versions may hold at once during a rollout."""
+    return n + surge_replicas(n, max_surge_percent)
 
 
 TRAFFIC_DECIMALS = 4
@@ -145,7 +149,6 @@ def plan_rollout(
     targets = sorted(set(traffic_steps or [])) + [100]
     stop_at = 100 if hold_at is None else hold_at
     steps: list[Step] = []
-    notes: list[str] = []
     if c == 0:
         c = min(surge, n, cap - p)
         if c < 1:
@@ -176,9 +179,7 @@ def plan_rollout(
         steps.append(Step(StepKind.WAVE, wave, t, p_next, c_next, gated=True))
         p, c = p_next, c_next
         wave += 1
-    if surge == n:
-        notes.append("blue/green: surge equals N, peak is 2N replicas")
-    return Plan(n, surge, tuple(steps), old_gpus_per_replica, new_gpus_per_replica, tuple(notes))
+    return Plan(n, surge, tuple(steps), old_gpus_per_replica, new_gpus_per_replica)
 
 
 def plan_rollback(

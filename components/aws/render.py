@@ -15,7 +15,8 @@ from pathlib import Path
 
 import jinja2
 
-from components.config import AwsNodePool, AwsStack, AwsTarget, ServiceConfig
+from components.config import AwsNodePool, AwsStack, AwsTarget
+from runtime.constants import DASHBOARD_PORT, HEALTH_PATH
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -32,8 +33,6 @@ DCGM_EXPORTER_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
 RAY_IMAGE = "rayproject/ray:2.60.0-py311-gpu"
 RAY_VERSION = "2.60.0"
 SERVE_PORT = 8000
-DASHBOARD_PORT = 8265
-HEALTH_PATH = "/-/healthz"
 TOKEN_KEY = "auth_token"
 PUBLIC_ANNOTATION = "gpuserve.io/public"
 
@@ -291,7 +290,3 @@ def serve_service(cluster: str, aws: AwsTarget) -> dict:
             "ports": ports,
         },
     }
-
-
-def services_on(config: AwsStack, pool: AwsNodePool) -> list[ServiceConfig]:
-    return [s for s in config.services if s.pool == pool.name]

@@ -13,6 +13,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
 
+from components.providers.watchdog import arm
+
 SPEC_KEYS = ("name", "gpus", "num_cpus", "gcs_port", "dashboard_port", "internal_ports_start", "state_dir")
 
 
@@ -31,15 +33,10 @@ def _handle(props: dict) -> dict:
     return handle
 
 
-def _arm() -> None:
-    from components.providers.watchdog import arm
-
-    arm()
-
 
 class LocalRayHeadProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
-        _arm()
+        arm()
         from runtime import local_cluster
 
         spec = _spec(props)
@@ -49,7 +46,7 @@ class LocalRayHeadProvider(ResourceProvider):
         return CreateResult(id_=f"{spec.name}-{handle.pid}", outs={**props, **handle.as_dict(), "alive": True})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        _arm()
+        arm()
         from runtime import local_cluster
 
         changed = [k for k in SPEC_KEYS if olds.get(k) != news.get(k)]
@@ -61,14 +58,14 @@ class LocalRayHeadProvider(ResourceProvider):
         return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=True)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        _arm()
+        arm()
         from runtime import local_cluster
 
         handle = _handle(props)
         return ReadResult(id_, {**props, "alive": local_cluster.alive(handle)})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        _arm()
+        arm()
         from runtime import local_cluster
 
         handle = _handle(props)

@@ -12,6 +12,10 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
 
+from components.providers.watchdog import arm
+
+from runtime.constants import HEALTH_PATH
+
 
 def _client(props: dict):
     from pathlib import Path
@@ -27,21 +31,16 @@ def _proxy_healthy(http_url: str) -> bool:
     import httpx
 
     try:
-        response = httpx.get(f"{http_url}/-/healthz", timeout=2)
+        response = httpx.get(f"{http_url}{HEALTH_PATH}", timeout=2)
     except httpx.HTTPError:
         return False
     return response.status_code == 200 or "not populated" in response.text
 
 
-def _arm() -> None:
-    from components.providers.watchdog import arm
-
-    arm()
-
 
 class LocalServeProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
-        _arm()
+        arm()
         from runtime.errors import ServeApiError
 
         port = int(props["http_port"])  # numbers arrive as floats over Pulumi's wire
@@ -67,18 +66,18 @@ class LocalServeProvider(ResourceProvider):
         return CreateResult(id_=f"serve-{port}", outs={**props, "http_url": http_url, "healthy": True})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        _arm()
+        arm()
         # A key missing from older state (None) is adopted, not treated as a change.
         changed = [k for k in ("dashboard_url", "token_path", "http_port", "cluster_id")
                    if olds.get(k) is not None and olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=changed, delete_before_replace=True)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        _arm()
+        arm()
         return ReadResult(id_, {**props, "healthy": _proxy_healthy(props["http_url"])})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        _arm()
+        arm()
         try:
             with _client(props) as client:
                 client.shutdown()

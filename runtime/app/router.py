@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from runtime.apps import version_app_name
+from runtime.constants import VERSION_HEADER
 
-VERSION_HEADER = "x-serve-version"
 
 
 @serve.deployment(name="Router")

@@ -1,0 +1,19 @@
+"""Facts shared by the operator's side (components, runtime, policies) and the code that
+runs in the cluster (the Router): one place, so the two sides cannot drift apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The repository root: stack state, shipped models and the code the local Ray head imports.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+# Pins a request to `primary`, `canary` or a version; every response names its version in it.
+VERSION_HEADER = "x-serve-version"
+
+# The Serve HTTP proxy's own health endpoint (load balancer and liveness checks).
+HEALTH_PATH = "/-/healthz"
+
+# The Ray dashboard's port inside a cluster (Serve's REST API lives there). The local
+# target chooses its own (`gpuserve:local.dashboard_port`).
+DASHBOARD_PORT = 8265
