@@ -102,30 +102,45 @@ def describe_change(olds: dict, news: dict) -> tuple[str, list[str]]:
 
 
 def preview_lines(olds: dict, news: dict) -> str:
-    """What `pulumi preview` prints for a change: the wave table for a rollout."""
-    from runtime.plan import plan_rollout
+    """What `pulumi preview` prints for a change: the moves `up` will make, decided by the
+    same function the controller runs (runtime/decisions.py) from the live state recorded
+    in `olds`, each with its wave or rollback table."""
+    from runtime.decisions import Intent, decide
     from runtime.spec import ServiceSpec
 
     kind, fields = describe_change(olds, news)
     spec = ServiceSpec.model_validate({**news["spec"], "http_url": _http_url(news) or ""})
     service = spec.service
-    if kind == "heavy":
-        old_version = olds.get("primary_version") or (olds.get("spec") or {}).get("version", {}).get("version")
-        hold = spec.rollout.canary_percent
-        plan = plan_rollout(
-            spec.scaling.replicas, spec.rollout.max_surge_percent,
-            traffic_steps=spec.rollout.traffic_steps,
-            hold_at=None if hold in (None, 100) else hold,
-            old_gpus_per_replica=(olds.get("spec") or {}).get("version", {}).get("num_gpus", spec.version.num_gpus),
-            new_gpus_per_replica=spec.version.num_gpus,
-        )
-        head = (f"[{service}] planned rollout {old_version} -> {spec.version.version}: "
-                f"{plan.waves} waves, surge {plan.surge} of N={plan.n}, peak {plan.peak_gpus:g} GPUs, "
-                f"bake {spec.rollout.bake_seconds:g}s per wave; changed: {', '.join(fields)}")
-        return head + "\n" + plan.table()
-    if kind == "light":
-        return f"[{service}] lightweight change applied in place, no replica restarts: {', '.join(fields)}"
-    return f"[{service}] rollout strategy change only ({', '.join(fields)}): takes effect on the next rollout"
+    moves = decide(recorded_live(olds), spec)
+    if [m.intent for m in moves] == [Intent.IN_PLACE]:
+        if kind == "light":
+            return f"[{service}] lightweight change applied in place, no replica restarts: {', '.join(fields)}"
+        if kind == "strategy":
+            return f"[{service}] rollout strategy change only ({', '.join(fields)}): takes effect on the next rollout"
+    bake = f"; bake {spec.rollout.bake_seconds:g}s per wave" if any(m.intent is Intent.ROLLOUT for m in moves) else ""
+    head = f"[{service}] planned: {len(moves)} move{'s' if len(moves) != 1 else ''}{bake}; changed: {', '.join(fields) or 'nothing (live drift)'}"
+    return "\n".join([head] + [m.describe(service) for m in moves])
+
+
+def recorded_live(props: dict):
+    """The live service as the last `up` or `refresh` recorded it in state."""
+    from runtime.controller import LiveService
+
+    spec = props.get("spec") or {}
+    ready = {v: int(r) for v, r in (props.get("replicas") or {}).items()}
+    primary = props.get("primary_version")
+    if primary is None and not ready and (spec.get("version") or {}).get("version"):
+        # State from before these outputs existed: the declared version serves at N.
+        primary = spec["version"]["version"]
+        scaling = spec.get("scaling") or {}
+        ready = {primary: int(scaling.get("num_replicas") or scaling.get("max_replicas") or 1)}
+    canary = props.get("canary_version")
+    return LiveService(
+        primary=primary, canary=canary,
+        canary_traffic=float((props.get("weights") or {}).get(canary, 0.0)) if canary else 0.0,
+        declared=dict(ready), ready=ready, replica_ids={}, statuses={}, started_at=None,
+        latency_baseline_ms=None, router_config=None,
+    )
 
 
 def _known(value: Any) -> bool:
@@ -134,16 +149,8 @@ def _known(value: Any) -> bool:
 
 
 def _live_drift(props: dict) -> str | None:
-    """Why the live service differs from what state says is done, or None.
-
-    Asked on every diff that sees no config change, because live state is the truth: a
-    canary left by a killed run, a held canary whose Serve status failed, or a primary
-    changed behind our back all need a `pulumi up` even though the config stands still.
-    """
-    from runtime import apps
-    from runtime.controller import observe
-    from runtime.gates import FAILED_STATUSES
-
+    """Why the live service differs from what state says is done, or None. Asked on every
+    diff that sees no config change, because live state is the truth."""
     controller, client = _controller(props)
     try:
         state = client.state()
@@ -151,9 +158,19 @@ def _live_drift(props: dict) -> str | None:
         return None
     finally:
         client.close()
-    live = observe(state, controller.spec.service)
-    want = controller.spec.version.version
-    hold = controller.spec.rollout.canary_percent
+    return drift(state, controller.spec)
+
+
+def drift(state, spec) -> str | None:
+    """PURE. A canary left by a killed run, a held canary whose Serve status failed, or a
+    primary changed behind our back all need a `pulumi up` though the config stands still."""
+    from runtime import apps
+    from runtime.controller import observe
+    from runtime.gates import FAILED_STATUSES
+
+    live = observe(state, spec.service)
+    want = spec.version.version
+    hold = spec.rollout.canary_percent
     if not live.declared:
         return "the service has no apps on the cluster"
     if live.primary != want and live.canary != want:
@@ -163,7 +180,7 @@ def _live_drift(props: dict) -> str | None:
     if live.canary and hold in (None, 100):
         return f"canary {live.canary} was left at {live.canary_traffic:.4g}% by an interrupted run"
     if live.canary:
-        app = state.apps.get(apps.version_app_name(controller.spec.service, live.canary))
+        app = state.apps.get(apps.version_app_name(spec.service, live.canary))
         if app is None or app.status in FAILED_STATUSES or any(
                 d.status in FAILED_STATUSES for d in app.deployments.values()):
             return f"held canary {live.canary} reports a failed Serve status"

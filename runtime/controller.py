@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from runtime import apps
+from runtime.decisions import Intent, Move, decide
 from runtime.errors import RolloutFailed
 from runtime.gates import GateVerdict, Prober, serve_status_verdict
-from runtime.plan import Plan, Step, StepKind, plan_rollback, plan_rollout
+from runtime.plan import Plan, Step, StepKind, plan_rollback
 from runtime.serve_api import ServeClient, ServeState
 from runtime.spec import ServiceSpec
 
@@ -137,41 +138,38 @@ class RolloutController:
 
     # ------------------------------------------------------------- entry point
     def converge(self) -> LiveService:
-        """Bring the live service to the spec. Raises RolloutFailed after a rollback."""
+        """Bring the live service to the spec. Raises RolloutFailed after a rollback.
+
+        `decide` (runtime/decisions.py, pure) names the moves; this runs the first one,
+        re-reads the cluster and decides again until a move ends the run."""
         live = self.live()
-        target = self.spec.version.version
-        hold = self.spec.rollout.canary_percent
-        if live.primary is None and not live.declared:
+        for _ in range(len(Intent)):  # every non-terminal move removes its own cause
+            move = decide(live, self.spec)[0]
+            live = self._run(move, live)
+            if move.intent.terminal:
+                return live
+        raise RolloutFailed(f"{self.spec.service}: no terminal move after {len(Intent)} decisions; live state "
+                            f"primary={live.primary} canary={live.canary}")
+
+    def _run(self, move: Move, live: LiveService) -> LiveService:
+        if move.intent is Intent.CREATE:
             return self._create()
-        if live.primary is None:
-            # Router lost (or never written) but version apps exist: adopt the desired
-            # version if live, else the largest one, and continue from there.
-            adopted = target if target in live.declared else max(live.declared, key=live.declared.get)
-            self.say(f"no router found; adopting live version {adopted} as primary")
-            self._write_router(adopted, None, 0)
-            live = self.live()
-        if live.canary and live.canary != target:
-            # A canary that is not what we want (stale, or the user changed their mind).
-            why = "reverted to the primary" if target == live.primary else f"desired is now {target}"
-            self.say(f"rolling back stale canary {live.canary}: {why}")
-            self._rollback(live, reason=f"stale canary {live.canary}: {why}", raise_after=False)
-            live = self.live()
-        if live.primary == target:
+        if move.intent is Intent.IN_PLACE:
             self._apply_in_place(live)
             return self._drop_orphans(self.live())
-        if hold == 0:
-            if live.canary == target:
-                self._rollback(live, reason="canary_percent is 0 (abort requested)", raise_after=False)
-            else:
-                self.say(f"canary_percent is 0: {target} not rolled out; {live.primary} keeps serving")
+        if move.intent is Intent.ROLLOUT:
+            if move.resumed:
+                self.say(f"resuming rollout {move.primary} -> {move.canary} from live state: canary "
+                         f"{live.ready.get(move.canary, 0)} ready at {live.canary_traffic}% traffic "
+                         "(its progress so far passed the gates; the next wave re-checks them)")
+            return self._rollout(live, move.plan)
+        if move.intent in (Intent.ROLLBACK_STALE, Intent.ABORT):
+            self._rollback(live, reason=move.why, raise_after=False)  # it says what it does
             return self.live()
-        if live.canary == target:
-            self.say(
-                f"resuming rollout {live.primary} -> {target} from live state: canary "
-                f"{live.ready.get(target, 0)} ready at {live.canary_traffic}% traffic "
-                "(its progress so far passed the gates; the next wave re-checks them)"
-            )
-        return self._rollout(live)
+        self.say(move.why)
+        if move.intent is Intent.ADOPT:
+            self._write_router(move.primary, None, 0)
+        return self.live()  # DECLINE: nothing moves
 
     # ----------------------------------------------------------------- create
     def _create(self) -> LiveService:
@@ -219,25 +217,8 @@ class RolloutController:
         return live
 
     # --------------------------------------------------------------- rollout
-    def plan_for(self, live: LiveService) -> Plan:
-        n = self.spec.scaling.replicas
-        canary = live.canary == self.spec.version.version
-        hold = self.spec.rollout.canary_percent
-        return plan_rollout(
-            n,
-            self.spec.rollout.max_surge_percent,
-            primary=min(n, live.ready.get(live.primary, n)) if canary else n,
-            canary=min(n, live.ready.get(live.canary, 0)) if canary else 0,
-            canary_traffic=live.canary_traffic if canary else 0,
-            traffic_steps=self.spec.rollout.traffic_steps,
-            hold_at=None if hold in (None, 100) else hold,
-            old_gpus_per_replica=self.spec.version.num_gpus,
-            new_gpus_per_replica=self.spec.version.num_gpus,
-        )
-
-    def _rollout(self, live: LiveService) -> LiveService:
+    def _rollout(self, live: LiveService, plan: Plan) -> LiveService:
         primary, canary = live.primary, self.spec.version.version
-        plan = self.plan_for(live)
         started = live.started_at or time.time()
         deadline = started + self.spec.rollout.deadline_minutes * 60
         self.say(f"rollout {primary} -> {canary}: {plan.waves} waves, surge {plan.surge}, "
