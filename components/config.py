@@ -26,12 +26,12 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
-from runtime.errors import GpuserveError
 from runtime.constants import PROJECT_DIR
+from runtime.errors import GpuserveError
+from runtime.spec import RolloutStrategy
 
 NAMESPACE = "gpuserve"
 SHIPPED_APP = "runtime.app.model:build"
@@ -59,42 +59,6 @@ class ConfigError(GpuserveError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GateConfig(Strict):
-    """Health gates evaluated after each wave's bake."""
-
-    enabled: bool = True
-    min_success_rate: float = Field(0.99, ge=0.0, le=1.0)
-    # Canary p95 latency must stay within this multiple of the primary's p95.
-    max_latency_ratio: float = Field(2.0, gt=0.0)
-    # Small absolute floor so sub-millisecond noise on a warm primary cannot fail a gate.
-    latency_floor_ms: float = Field(50.0, ge=0.0)
-    min_probes: int = Field(20, ge=1, le=10_000)
-    probe_concurrency: int = Field(4, ge=1, le=64)
-
-
-class RolloutStrategy(Strict):
-    """How heavyweight changes roll out. Defaults follow Anyscale's published ones."""
-
-    max_surge_percent: int = Field(25, ge=1, le=100)
-    # Explicit canary traffic percentages per wave, e.g. [10, 50, 100]; each is still
-    # capped by the canary's ready share of capacity.
-    traffic_steps: list[Annotated[int, Field(ge=1, le=100)]] | None = None
-    bake_seconds: float = Field(30.0, ge=0.0, le=86_400.0)
-    deadline_minutes: float = Field(120.0, gt=0.0, le=7 * 24 * 60.0)
-    # Longest wait for replicas to become ready in one step before rolling back.
-    step_timeout_seconds: float = Field(600.0, gt=0.0)
-    # Hold the canary at this traffic share until the next `pulumi up`; 100 completes, 0 aborts.
-    canary_percent: int | None = Field(None, ge=0, le=100)
-    gates: GateConfig = GateConfig()
-
-    @field_validator("traffic_steps")
-    @classmethod
-    def _increasing(cls, steps: list[int] | None) -> list[int] | None:
-        if steps and any(b <= a for a, b in zip(steps, steps[1:])):
-            raise ValueError("strictly increasing percentages, e.g. [10, 50, 100]")
-        return steps
 
 
 class Autoscaling(Strict):

@@ -33,7 +33,6 @@ from pulumi.dynamic import (
 from components.providers.watchdog import arm
 
 OUTPUT_KEYS = ("primary_version", "canary_version", "weights", "replicas", "replica_ids", "history")
-HEAVY = ("version", "import_path", "artifact", "working_dir", "env_vars", "num_gpus", "num_cpus")
 
 
 def _controller(props: dict):
@@ -82,23 +81,15 @@ def _failure(exc: Exception) -> Exception:
 
 
 def describe_change(olds: dict, news: dict) -> tuple[str, list[str]]:
-    """('none' | 'light' | 'heavy', changed field paths) between two specs."""
-    old, new = olds.get("spec") or {}, news.get("spec") or {}
-    heavy = [f"version.{k}" for k in HEAVY if (old.get("version") or {}).get(k) != (new.get("version") or {}).get(k)]
-    light = [f"scaling.{k}" for k in set(old.get("scaling") or {}) | set(new.get("scaling") or {})
-             if (old.get("scaling") or {}).get(k) != (new.get("scaling") or {}).get(k)]
-    light += [k for k in ("route_prefix", "request_timeout_s") if old.get(k) != new.get(k)]
-    if _http_url(olds) != _http_url(news):
-        light.append("http_url")
-    other = [f"rollout.{k}" for k in set(old.get("rollout") or {}) | set(new.get("rollout") or {})
-             if (old.get("rollout") or {}).get(k) != (new.get("rollout") or {}).get(k)]
-    if heavy:
-        return "heavy", heavy + light + other
-    if light:
-        return "light", light + other
-    if other:
-        return "strategy", other
-    return "none", []
+    """('none' | 'light' | 'heavy' | 'strategy', changed field paths) between two states,
+    as the spec's fields declare them (runtime/spec.py)."""
+    from runtime.spec import LIGHT, classify_change
+
+    kind, fields = classify_change(olds.get("spec") or {}, news.get("spec") or {})
+    if _http_url(olds) != _http_url(news):  # kept beside the spec in state, not in it
+        fields = [*fields, "http_url"]
+        kind = LIGHT if kind in ("none", "strategy") else kind
+    return kind, fields
 
 
 def preview_lines(olds: dict, news: dict) -> str:
@@ -196,7 +187,9 @@ class ModelRolloutProvider(ResourceProvider):
         new = (news.get("spec") or {}).get("version") or {}
         failures = []
         if old and old.get("version") == new.get("version"):
-            drift = [k for k in HEAVY if k != "version" and old.get(k) != new.get(k)]
+            from runtime.spec import HEAVY, VersionSpec, fields_of_kind
+
+            drift = [k for k in fields_of_kind(VersionSpec, HEAVY) if k != "version" and old.get(k) != new.get(k)]
             if drift:
                 failures.append(CheckFailure(
                     "spec",

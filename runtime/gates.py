@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from runtime.spec import GateSpec
+from runtime.spec import GateConfig
 from runtime.constants import VERSION_HEADER
 
 PROBE_BODY = {"features": [5.9, 3.0, 4.2, 1.5]}
@@ -65,7 +65,7 @@ def serve_status_verdict(app_status: str, deployment_statuses: dict[str, str], m
     return GateVerdict(True, "serve-status", f"app {app_status}")
 
 
-def judge(gates: GateSpec, canary: ProbeStats, primary: ProbeStats | None,
+def judge(gates: GateConfig, canary: ProbeStats, primary: ProbeStats | None,
           baseline_p95_ms: float | None = None) -> GateVerdict:
     """Pure decision from probe figures.
 
@@ -125,7 +125,7 @@ class Prober:
         latencies = [ms for ok, ms in results if ok]
         return ProbeStats(sent=count, ok=sum(ok for ok, _ in results), p95_ms=p95(latencies))
 
-    def evaluate(self, gates: GateSpec, baseline_p95_ms: float | None = None) -> GateVerdict:
+    def evaluate(self, gates: GateConfig, baseline_p95_ms: float | None = None) -> GateVerdict:
         if not gates.enabled:
             return GateVerdict(True, "disabled", "gates disabled by config")
         canary = self.probe("canary", gates.min_probes, gates.probe_concurrency)

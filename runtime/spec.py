@@ -1,44 +1,97 @@
-"""What a service should look like, split the way Serve treats changes:
+"""The models of a service, one per concept, shared by the stack config
+(components/config.py), the runtime and the policies.
 
-- `VersionSpec`: heavyweight fields. Any change needs new replicas, so it rolls out.
-- `ScalingSpec`: lightweight fields. Serve applies them in place with no restart.
-
-These are plain pydantic models so the Pulumi provider can pass them as dicts and the
-controller can rebuild them; nothing here does I/O.
+Whether changing a field restarts replicas is declared on the field itself:
+- HEAVY: new replicas are needed, so the change rolls out as a new version
+  (`VersionSpec`: the build and its actor options);
+- LIGHT: Serve applies it in place, no replica restarts (`ScalingSpec`, the route,
+  the request timeout);
+- STRATEGY: how the next rollout runs (`RolloutStrategy`, `GateConfig`);
+- INERT: facts carried for reports and policies; a change alters nothing live.
+`classify_change` derives a change's kind from these marks. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+HEAVY, LIGHT, STRATEGY, INERT = "heavy", "light", "strategy", "inert"
+# Ordered from the strongest: a change is as heavy as its heaviest field.
+CHANGE_KINDS = (HEAVY, LIGHT, STRATEGY, INERT)
+
+
+def change(kind: str, default: Any = ..., **constraints: Any) -> Any:
+    """A model field whose change is of `kind`."""
+    return Field(default, json_schema_extra={"change": kind}, **constraints)
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class GateConfig(_Frozen):
+    """Health gates evaluated after each wave's bake."""
+
+    enabled: bool = change(STRATEGY, True)
+    min_success_rate: float = change(STRATEGY, 0.99, ge=0.0, le=1.0)
+    # Canary p95 latency must stay within this multiple of the primary's p95.
+    max_latency_ratio: float = change(STRATEGY, 2.0, gt=0.0)
+    # Small absolute floor so sub-millisecond noise on a warm primary cannot fail a gate.
+    latency_floor_ms: float = change(STRATEGY, 50.0, ge=0.0)
+    min_probes: int = change(STRATEGY, 20, ge=1, le=10_000)
+    probe_concurrency: int = change(STRATEGY, 4, ge=1, le=64)
+
+
+class RolloutStrategy(_Frozen):
+    """How heavyweight changes roll out. Defaults follow Anyscale's published ones."""
+
+    max_surge_percent: int = change(STRATEGY, 25, ge=1, le=100)
+    # Explicit canary traffic percentages per wave, e.g. [10, 50, 100]; each is still
+    # capped by the canary's ready share of capacity.
+    traffic_steps: list[Annotated[int, Field(ge=1, le=100)]] | None = change(STRATEGY, None)
+    bake_seconds: float = change(STRATEGY, 30.0, ge=0.0, le=86_400.0)
+    deadline_minutes: float = change(STRATEGY, 120.0, gt=0.0, le=7 * 24 * 60.0)
+    # Longest wait for replicas to become ready in one step before rolling back.
+    step_timeout_seconds: float = change(STRATEGY, 600.0, gt=0.0)
+    # Hold the canary at this traffic share until the next `pulumi up`; 100 completes, 0 aborts.
+    canary_percent: int | None = change(STRATEGY, None, ge=0, le=100)
+    gates: GateConfig = change(STRATEGY, GateConfig())
+
+    @field_validator("traffic_steps")
+    @classmethod
+    def _increasing(cls, steps: list[int] | None) -> list[int] | None:
+        if steps and any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError("strictly increasing percentages, e.g. [10, 50, 100]")
+        return steps
+
+
 class VersionSpec(_Frozen):
-    version: str
-    import_path: str
-    artifact: str
-    working_dir: str | None = None
-    env_vars: dict[str, str] = {}
-    num_gpus: float = 1.0
-    num_cpus: float = 0.0
+    """One immutable build: a change of any of these needs new replicas."""
+
+    version: str = change(HEAVY)
+    import_path: str = change(HEAVY)
+    artifact: str = change(HEAVY)
+    working_dir: str | None = change(HEAVY, None)
+    env_vars: dict[str, str] = change(HEAVY, {})
+    num_gpus: float = change(HEAVY, 1.0)
+    num_cpus: float = change(HEAVY, 0.0)
 
 
 class ScalingSpec(_Frozen):
-    num_replicas: int | None = None
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    target_ongoing_requests: float | None = None
-    max_ongoing_requests: int = 8
-    max_queued_requests: int = 64
-    graceful_shutdown_timeout_s: float = 10.0
-    health_check_period_s: float = 10.0
-    health_check_timeout_s: float = 30.0
-    user_config: dict[str, Any] | None = None
+    """What Serve reconfigures in place."""
+
+    num_replicas: int | None = change(LIGHT, None)
+    min_replicas: int | None = change(LIGHT, None)
+    max_replicas: int | None = change(LIGHT, None)
+    target_ongoing_requests: float | None = change(LIGHT, None)
+    max_ongoing_requests: int = change(LIGHT, 8)
+    max_queued_requests: int = change(LIGHT, 64)
+    graceful_shutdown_timeout_s: float = change(LIGHT, 10.0)
+    health_check_period_s: float = change(LIGHT, 10.0)
+    health_check_timeout_s: float = change(LIGHT, 30.0)
+    user_config: dict[str, Any] | None = change(LIGHT, None)
 
     @property
     def autoscaling(self) -> bool:
@@ -50,36 +103,51 @@ class ScalingSpec(_Frozen):
         return self.num_replicas if self.num_replicas is not None else int(self.max_replicas or 1)
 
 
-class GateSpec(_Frozen):
-    enabled: bool = True
-    min_success_rate: float = 0.99
-    max_latency_ratio: float = 2.0
-    latency_floor_ms: float = 50.0
-    min_probes: int = 20
-    probe_concurrency: int = 4
-
-
-class RolloutSpec(_Frozen):
-    max_surge_percent: int = 25
-    traffic_steps: list[int] | None = None
-    bake_seconds: float = 30.0
-    deadline_minutes: float = 120.0
-    step_timeout_seconds: float = 600.0
-    canary_percent: int | None = None
-    gates: GateSpec = GateSpec()
-
-
 class ServiceSpec(_Frozen):
-    service: str
-    pool: str | None = None  # the node pool it runs on (for policies and reports)
-    route_prefix: str
-    request_timeout_s: float = 30.0
+    service: str = change(HEAVY)
+    pool: str | None = change(INERT, None)  # the node pool it runs on (for policies and reports)
+    route_prefix: str = change(LIGHT)
+    request_timeout_s: float = change(LIGHT, 30.0)
     version: VersionSpec
     scaling: ScalingSpec
-    rollout: RolloutSpec = RolloutSpec()
-    http_url: str = Field(description="Serve HTTP proxy base URL, for probes")
+    rollout: RolloutStrategy = RolloutStrategy()
+    http_url: str = change(LIGHT, description="Serve HTTP proxy base URL, for probes")
     # Serve's http_options when this service is the first to start Serve (k8s target);
     # None keeps whatever the running Serve instance has (local target).
-    http_options: dict[str, Any] | None = None
+    http_options: dict[str, Any] | None = change(INERT, None)
     # Capacity facts for the policy pack ({pool_gpus, others_steady_gpus}); unused here.
-    capacity: dict[str, float] | None = None
+    capacity: dict[str, float] | None = change(INERT, None)
+
+
+def change_kind(model: type[BaseModel], field: str) -> str:
+    """The declared kind of a change of `model.field` (a nested model's own marks win)."""
+    extra = model.model_fields[field].json_schema_extra
+    if isinstance(extra, dict) and extra.get("change") in CHANGE_KINDS:
+        return extra["change"]
+    raise TypeError(f"{model.__name__}.{field} declares no change kind")
+
+
+def fields_of_kind(model: type[BaseModel], kind: str) -> tuple[str, ...]:
+    return tuple(name for name in model.model_fields if change_kind(model, name) == kind)
+
+
+def classify_change(old: dict, new: dict) -> tuple[str, list[str]]:
+    """('none' | 'heavy' | 'light' | 'strategy', changed field paths) between two
+    ServiceSpec dicts. Paths are `section.field` inside a nested model (`version.artifact`),
+    else the field's name. Inert fields are not changes."""
+    found: dict[str, list[str]] = {kind: [] for kind in CHANGE_KINDS}
+    for name, info in ServiceSpec.model_fields.items():
+        nested = info.annotation if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel) else None
+        if nested is None:
+            if old.get(name) != new.get(name):
+                found[change_kind(ServiceSpec, name)].append(name)
+            continue
+        before, after = old.get(name) or {}, new.get(name) or {}
+        for field in nested.model_fields:
+            if before.get(field) != after.get(field):
+                found[change_kind(nested, field)].append(f"{name}.{field}")
+    for kind in (HEAVY, LIGHT, STRATEGY):
+        if found[kind]:
+            stronger_first = [f for k in CHANGE_KINDS[CHANGE_KINDS.index(kind):] if k != INERT for f in found[k]]
+            return kind, stronger_first
+    return "none", []

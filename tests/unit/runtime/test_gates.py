@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from runtime.gates import ProbeStats, judge, p95, serve_status_verdict
-from runtime.spec import GateSpec
+from runtime.spec import GateConfig
 
-GATES = GateSpec(min_success_rate=0.99, max_latency_ratio=2.0, latency_floor_ms=50, min_probes=20)
+GATES = GateConfig(min_success_rate=0.99, max_latency_ratio=2.0, latency_floor_ms=50, min_probes=20)
 HEALTHY_PRIMARY = ProbeStats(sent=40, ok=40, p95_ms=40.0)
 
 
