@@ -7,13 +7,9 @@ app, named after the service, owns the route prefix and splits traffic by weight
 from __future__ import annotations
 
 from runtime.spec import ScalingSpec, ServiceSpec, VersionSpec
+from traffic.protocol import ROUTER_DEPLOYMENT, ROUTER_IMPORT_PATH, version_app_name  # noqa: F401 - re-exported
 
-ROUTER_DEPLOYMENT = "Router"
 MODEL_DEPLOYMENT = "Model"
-
-
-def version_app_name(service: str, version: str) -> str:
-    return f"{service}--{version}"
 
 
 def service_of(app_name: str) -> str:
@@ -74,7 +70,7 @@ def router_app(spec: ServiceSpec, primary: str, canary: str | None, weights: dic
     return {
         "name": spec.service,
         "route_prefix": spec.route_prefix,
-        "import_path": "runtime.app.router:build",
+        "import_path": ROUTER_IMPORT_PATH,
         "args": {"service": spec.service},
         "deployments": [
             {

@@ -8,9 +8,6 @@ from pathlib import Path
 # The repository root: stack state, shipped models and the code the local Ray head imports.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-# Pins a request to `primary`, `canary` or a version; every response names its version in it.
-VERSION_HEADER = "x-serve-version"
-
 # The Serve HTTP proxy's own health endpoint (load balancer and liveness checks).
 HEALTH_PATH = "/-/healthz"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from runtime.spec import GateConfig
-from runtime.constants import VERSION_HEADER
+from traffic.protocol import VERSION_HEADER
 
 PROBE_BODY = {"features": [5.9, 3.0, 4.2, 1.5]}
 FAILED_STATUSES = ("DEPLOY_FAILED", "UNHEALTHY")

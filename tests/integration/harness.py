@@ -79,7 +79,7 @@ def prepare_project(root: Path, toolchain: Toolchain) -> Path:
     `toolchain`'s venv. Returns its path."""
     project = root / "project"
     (project / "stacks").mkdir(parents=True, exist_ok=True)
-    for entry in ("__main__.py", "components", "runtime", "policies"):
+    for entry in ("__main__.py", "components", "runtime", "policies", "traffic"):
         target = project / entry
         if not target.exists() and (REPO / entry).exists():
             target.symlink_to(REPO / entry)
