@@ -115,7 +115,7 @@ def preview_lines(olds: dict, news: dict) -> str:
 
 def recorded_live(props: dict):
     """The live service as the last `up` or `refresh` recorded it in state."""
-    from runtime.controller import LiveService
+    from runtime.live import LiveService
 
     spec = props.get("spec") or {}
     ready = {v: int(r) for v, r in (props.get("replicas") or {}).items()}
@@ -156,7 +156,7 @@ def drift(state, spec) -> str | None:
     """PURE. A canary left by a killed run, a held canary whose Serve status failed, or a
     primary changed behind our back all need a `pulumi up` though the config stands still."""
     from runtime import apps
-    from runtime.controller import observe
+    from runtime.live import observe
     from runtime.gates import FAILED_STATUSES
 
     live = observe(state, spec.service)

@@ -42,7 +42,9 @@ def legacy_toolchain() -> Toolchain:
 def legacy_up(root, name: str, ports: dict, toolchain: Toolchain) -> None:
     """`pulumi stack init` + `pulumi up` with the old CLI, the stack file written by hand."""
     project = prepare_project(root, toolchain)
-    env = {**os.environ, **stack_env_vars(root, toolchain), "PULUMI_HOME": str(root / "pulumi-home")}
+    # `make test` exports today's PULUMI_PYTHON_CMD; 3.79's host must not see it (Toolchain.python_cmd).
+    inherited = {k: v for k, v in os.environ.items() if k != "PULUMI_PYTHON_CMD"}
+    env = {**inherited, **stack_env_vars(root, toolchain), "PULUMI_HOME": str(root / "pulumi-home")}
 
     def pulumi(*args: str) -> None:
         result = subprocess.run([str(toolchain.bin / "pulumi"), *args, "--non-interactive"], cwd=project,

@@ -1,0 +1,191 @@
+"""The effects a rollout has on one service's Serve apps, each waiting until Serve shows it.
+
+`ServeActions` is the only writer of a service's apps: every write reads the live apps,
+changes ours and PUTs the full declarative config (runtime/serve_api.py), so the
+controller and the operator never fight over partial state. The controller
+(runtime/controller.py) decides *which* of these to run; nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import httpx
+
+from runtime import apps
+from runtime.errors import RolloutFailed
+from runtime.gates import serve_status_verdict
+from runtime.live import LiveService, observe
+from runtime.serve_api import ServeClient
+from runtime.spec import ServiceSpec
+
+OnFail = Callable[[str], None] | None  # called with the reason before a wait gives up
+
+
+class ServeActions:
+    def __init__(self, spec: ServiceSpec, client: ServeClient, poll_s: float = 0.5):
+        self.spec = spec
+        self.client = client
+        self.poll_s = poll_s
+
+    # --------------------------------------------------------------- reading
+    def live(self) -> LiveService:
+        return observe(self.client.state(), self.spec.service)
+
+    def app(self, version: str):
+        return self.client.state().apps.get(apps.version_app_name(self.spec.service, version))
+
+    # --------------------------------------------------------------- writing
+    def apply(self, change: Callable[[dict[str, dict]], dict[str, dict]]) -> None:
+        """The one way to write Serve: read, change our apps, PUT the union."""
+        self.client.update_apps(change, http_options=self.spec.http_options)
+
+    def put_declared_version(self, replicas: int) -> None:
+        """Write the app of the version the spec declares, at `replicas` replicas."""
+        app = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, replicas)
+        self.apply(lambda a: {**a, app["name"]: app})
+
+    def scale(self, version: str, replicas: int, on_fail: OnFail = None, purpose: str | None = None) -> None:
+        name = apps.version_app_name(self.spec.service, version)
+        self.apply(lambda a: {**a, name: _with_replicas(a[name], replicas, self.spec)})
+        self.wait_ready(version, replicas, purpose=purpose or f"scaling {version} to {replicas}", on_fail=on_fail)
+
+    def resize(self, primary: str, p: int, canary: str, c: int, on_fail: OnFail) -> None:
+        # Shrink first and wait until the replicas are gone, so the surge budget holds at
+        # every instant, then grow the canary into the freed GPUs.
+        self.scale(primary, p)
+        self.scale(canary, c, on_fail=on_fail, purpose=f"growing canary {canary} to {c}")
+
+    def write_router(self, primary: str, canary: str | None, canary_traffic: float,
+                     started: float | None = None, baseline_p95_ms: float | None = None) -> None:
+        weights = {primary: round(100 - canary_traffic, 4)}
+        if canary:
+            weights[canary] = canary_traffic
+        router = apps.router_app(self.spec, primary, canary, weights)
+        user = router["deployments"][0]["user_config"]
+        if canary:
+            user["rollout_started_at"] = started or time.time()
+            if baseline_p95_ms is not None:
+                user["latency_baseline_ms"] = baseline_p95_ms
+        self.apply(lambda a: {**a, router["name"]: router})
+
+    def shift(self, primary: str, canary: str, canary_traffic: float, started: float | None,
+              baseline_p95_ms: float | None) -> None:
+        """Move traffic, and wait until the Router applies it. A no-op when it already has."""
+        live = self.live()
+        if live.canary == canary and live.canary_traffic == canary_traffic and live.primary == primary:
+            return
+        self.write_router(primary, canary, canary_traffic, started, baseline_p95_ms)
+        self.wait_router(primary, canary, canary_traffic)
+
+    def remove_version(self, version: str, primary: str) -> None:
+        """Route everything to `primary`, then delete `version`'s app and wait until it is gone."""
+        name = apps.version_app_name(self.spec.service, version)
+        router = apps.router_app(self.spec, primary, None, {primary: 100})
+        self.apply(lambda a: {**{k: v for k, v in a.items() if k != name}, router["name"]: router})
+        self.wait_router(primary, None, 0)
+        self.wait_gone(version)
+
+    def remove_versions(self, versions: list[str]) -> None:
+        names = {apps.version_app_name(self.spec.service, v) for v in versions}
+        self.apply(lambda a: {k: v for k, v in a.items() if k not in names})
+
+    def remove_service(self) -> None:
+        self.apply(lambda a: {k: v for k, v in a.items() if apps.service_of(k) != self.spec.service})
+
+    def in_place_update_needed(self, version: str, replicas: int) -> tuple[dict, dict] | None:
+        """The version and router apps a lightweight change needs, or None if live already matches."""
+        wanted = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, replicas)
+        router_wanted = apps.router_app(self.spec, version, None, {version: 100})
+        live = self.live()
+        current = self.app(version)
+        if current and _same_app(current.config, wanted) and _same_app(live.router_config or {}, router_wanted):
+            return None
+        return wanted, router_wanted
+
+    # --------------------------------------------------------------- waiting
+    def wait_router(self, primary: str, canary: str | None, canary_traffic: float) -> None:
+        """Wait until the Router replica has applied the weights (it reports them on GET)."""
+        url = self.spec.http_url.rstrip("/") + self.spec.route_prefix
+        want = {primary: round(100 - canary_traffic, 4)}
+        if canary and canary_traffic:
+            want[canary] = float(canary_traffic)
+        want = {v: w for v, w in want.items() if w > 0}
+        deadline = time.monotonic() + 60
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = httpx.get(url, timeout=5).json()
+                if last.get("primary") == primary and last.get("weights") == want:
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(self.poll_s / 2)
+        raise RolloutFailed(f"router of {self.spec.service} did not apply weights {want} within 60s; "
+                            f"it reports {last}")
+
+    def wait_ready(self, version: str, replicas: int, purpose: str, on_fail: OnFail) -> None:
+        """Wait until exactly `replicas` replicas of `version` run. A failed Serve status or
+        the step timeout calls `on_fail(reason)` (which may raise), then raises RolloutFailed."""
+        deadline = time.monotonic() + self.spec.rollout.step_timeout_seconds
+        while True:
+            app = self.app(version)
+            if app is not None:
+                replicas_now = [r for d in app.deployments.values() for r in d.replicas]
+                running = sum(1 for r in replicas_now if r.state == "RUNNING")
+                if app.status == "RUNNING" and running == replicas and len(replicas_now) == replicas:
+                    return
+                verdict = serve_status_verdict(
+                    app.status, {d.name: d.status for d in app.deployments.values()}, app.message)
+                if not verdict.passed:
+                    self._give_up(f"{purpose}: {verdict.detail}", on_fail)
+            if time.monotonic() > deadline:
+                self._give_up(f"{purpose}: not ready within {self.spec.rollout.step_timeout_seconds:g}s "
+                              f"(status {app.status if app else 'missing'})", on_fail)
+            time.sleep(self.poll_s)
+
+    def wait_gone(self, version: str, timeout_s: float = 120.0) -> None:
+        name = apps.version_app_name(self.spec.service, version)
+        deadline = time.monotonic() + timeout_s
+        while name in self.client.state().apps:
+            if time.monotonic() > deadline:
+                raise RolloutFailed(f"{self.spec.service}: app {name} still present {timeout_s:g}s after delete")
+            time.sleep(self.poll_s)
+
+    def _give_up(self, why: str, on_fail: OnFail) -> None:
+        if on_fail:
+            on_fail(why)
+        raise RolloutFailed(f"{self.spec.service}: {why}")
+
+
+def _with_replicas(config: dict, replicas: int, spec: ServiceSpec) -> dict:
+    config = {**config, "deployments": [dict(d) for d in config["deployments"]]}
+    for deployment in config["deployments"]:
+        if deployment.get("name") != apps.MODEL_DEPLOYMENT:
+            continue
+        if "autoscaling_config" in deployment:
+            deployment["autoscaling_config"] = apps.autoscaling_bounds(spec.scaling, replicas)
+        else:
+            deployment["num_replicas"] = replicas
+    return config
+
+
+def _same_app(live: dict, wanted: dict) -> bool:
+    """Compare a live deployed_app_config with a rendered one on the fields we set."""
+    def norm(config: dict) -> dict:
+        out = {k: config.get(k) for k in ("name", "route_prefix", "import_path", "args")}
+        out["runtime_env"] = config.get("runtime_env") or {}
+        out["deployments"] = [
+            {k: _num(v) for k, v in sorted(d.items())} for d in config.get("deployments", [])
+        ]
+        return out
+    return norm(live) == norm(wanted)
+
+
+def _num(value):
+    if isinstance(value, dict):
+        return {k: _num(v) for k, v in value.items()}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
