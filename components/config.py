@@ -11,12 +11,14 @@ Keys (stacks/Pulumi.<stack>.yaml):
   gpuserve:node_pools   GPU node pools
   gpuserve:rollout      rollout defaults; a service's `rollout` overrides keys of it
   gpuserve:services     model services
+
+Longer than our usual ~300 lines on purpose: the whole schema a user writes stays in one
+file, read top to bottom. How problems are reported lives in config_errors.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -29,32 +31,16 @@ from pydantic import (
     model_validator,
 )
 
+from components.config_errors import NAMESPACE, ConfigError, problem
 from runtime.constants import PROJECT_DIR
-from runtime.errors import GpuserveError
 from runtime.spec import RolloutStrategy
 
-NAMESPACE = "gpuserve"
 SHIPPED_APP = "runtime.app.model:build"
 # Names end up in Serve app names `<service>--<version>`: no double dash inside either.
 SERVICE_NAME = r"^[a-z](-?[a-z0-9])*$"
 VERSION_NAME = r"^[A-Za-z0-9]([._-]?[A-Za-z0-9])*$"
 # GPU instance families EKS offers with the AL2023 NVIDIA AMI.
 GPU_INSTANCE = r"^(g4dn|g5|g5g|g6|g6e|gr6|p3|p3dn|p4d|p4de|p5|p5e|p5en)\.[0-9]*x?large$"
-
-
-class ConfigError(GpuserveError):
-    """Invalid stack config. `problems` holds (key path, value given, what is allowed)."""
-
-    def __init__(self, stack: str, problems: list[tuple[str, Any, str]]):
-        self.stack = stack
-        self.problems = problems
-        lines = [f"  - {path}: got {_show(value)}; allowed: {allowed}" for path, value, allowed in problems]
-        super().__init__(
-            f"invalid stack config for stack '{stack}' ({len(problems)} "
-            f"problem{'s' if len(problems) != 1 else ''}); nothing was changed:\n"
-            + "\n".join(lines)
-            + f"\nFix stacks/Pulumi.{stack}.yaml (or `pulumi config set`) and run again."
-        )
 
 
 class Strict(BaseModel):
@@ -219,7 +205,8 @@ def load_stack_config(raw: dict[str, Any], stack: str) -> LocalStack | AwsStack:
     try:
         config = _ADAPTER.validate_python(document)
     except ValidationError as exc:
-        raise ConfigError(stack, [_problem(err, document) for err in exc.errors()]) from None
+        root = LocalStack if document.get("target", "local") == "local" else AwsStack
+        raise ConfigError(stack, [problem(err, document, root) for err in exc.errors()]) from None
     problems = _cross_checks(config, stack)
     if problems:
         raise ConfigError(stack, problems)
@@ -335,63 +322,6 @@ def _duplicates(problems: list, key: str, names: list[str]) -> None:
 
 def _shipped_versions() -> list[str]:
     return sorted(p.stem for p in (PROJECT_DIR / "runtime/app/models").glob("*.npz"))
-
-
-def _problem(err: dict, document: dict) -> tuple[str, Any, str]:
-    loc = list(err["loc"])
-    if loc and loc[0] in ("local", "aws") and document.get("target") == loc[0]:
-        loc = loc[1:]  # drop the discriminator's tag: it is not a key the user wrote
-    path = _key_path(loc)
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return path, err["input"], f"a known key ({_known_keys(document, loc[:-1])})"
-    if kind == "missing":
-        return path, "nothing", "a value (this key is required)"
-    if kind == "union_tag_invalid":
-        return f"{NAMESPACE}:target", document.get("target"), "'local' or 'aws'"
-    allowed = re.sub(r"^(Value error, |Input should be |Assertion failed, )", "", err["msg"])
-    named = re.match(r"^(\w+): (.*)$", allowed)
-    if kind == "value_error" and named and isinstance(err.get("input"), dict):
-        # A model-level rule names the key it is about: report that key's path.
-        key, allowed = named.groups()
-        return f"{path}.{key}", err["input"].get(key), allowed
-    return path, err.get("input"), allowed
-
-
-def _key_path(loc: list) -> str:
-    if not loc:
-        return f"{NAMESPACE}:<root>"
-    path = f"{NAMESPACE}:{loc[0]}"
-    for part in loc[1:]:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
-
-
-def _known_keys(document: dict, loc: list) -> str:
-    model: Any = LocalStack if document.get("target", "local") == "local" else AwsStack
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return "see components/config.py"
-        model = _model_of(field.annotation)
-    return ", ".join(getattr(model, "model_fields", {})) or "see components/config.py"
-
-
-def _model_of(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_stack_file(path: Path) -> LocalStack | AwsStack:
