@@ -87,8 +87,13 @@ class RolloutController:
             return self.live()
         self.say(move.why)
         if move.intent is Intent.ADOPT:
+            # Found without a router, it may never have served: it must run before it
+            # takes traffic, and if it cannot, this is a failed first deploy.
+            self.serve.wait_ready(move.primary, live.declared[move.primary],
+                                  purpose=f"adopting {move.primary}", on_fail=self._fail_create)
             self.serve.write_router(move.primary, None, 0)
-        return self.live()  # DECLINE: nothing moves
+            return self.live()
+        return self._drop_orphans(self.live())  # DECLINE: nothing else moves
 
     def remove(self) -> None:
         self.serve.remove_service()
@@ -114,7 +119,7 @@ class RolloutController:
     # --------------------------------------------------------------- in place
     def _in_place(self, live: LiveService) -> LiveService:
         """Lightweight changes: Serve reconfigures in place, no replica restarts. Then
-        versions that no longer receive traffic are removed."""
+        versions that receive no traffic are removed."""
         version, n = live.primary, self.spec.scaling.replicas
         needed = self.serve.in_place_update_needed(version, n)
         if needed:
@@ -123,12 +128,17 @@ class RolloutController:
             self.serve.apply(lambda a: {**a, wanted["name"]: wanted, router["name"]: router})
             self.serve.wait_ready(version, n, purpose="in-place update", on_fail=None)
             live = self.live()
+        return self._drop_orphans(live)
+
+    def _drop_orphans(self, live: LiveService) -> LiveService:
+        """Version apps the router names neither primary nor canary hold GPUs for nothing
+        (e.g. a canary deployed by a run killed before its router write)."""
         orphans = [v for v in live.declared if v not in (live.primary, live.canary)]
-        if orphans:
-            self.say(f"removing versions that receive no traffic: {', '.join(orphans)}")
-            self.serve.remove_versions(orphans)
-            live = self.live()
-        return live
+        if not orphans:
+            return live
+        self.say(f"removing versions that receive no traffic: {', '.join(orphans)}")
+        self.serve.remove_versions(orphans)
+        return self.live()
 
     # ---------------------------------------------------------------- rollout
     def _rollout(self, live: LiveService, plan: Plan) -> LiveService:

@@ -1,0 +1,311 @@
+"""`RolloutController.converge` against an in-memory Serve (fake_serve.py).
+
+Invariants are checked on every recorded PUT, not only on the end state: a rollout that
+ends well but overshot the surge budget or sent traffic to replicas not yet ready in
+between is still wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import runtime.controller as controller_module
+import runtime.serve_actions as serve_actions_module
+from runtime import apps
+from runtime.controller import RolloutController
+from runtime.errors import RolloutFailed
+from runtime.gates import GateVerdict, ProbeStats
+from runtime.plan import peak_replicas, traffic_cap
+from runtime.spec import ServiceSpec
+from tests.unit.runtime.fake_serve import FakeServe, Put, SimulatedCrash
+
+N = 4
+SURGE_PERCENT = 25
+SERVICE = "llm"
+# New replicas stay STARTING for three reads of the live state: more than the two reads
+# between consecutive PUTs, so a step that skips waiting for readiness gets caught.
+START_POLLS = 3
+
+
+def spec(version: str = "v2", canary_percent: int | None = None) -> ServiceSpec:
+    return ServiceSpec.model_validate({
+        "service": SERVICE, "route_prefix": "/llm", "http_url": "http://127.0.0.1:8000",
+        "version": {"version": version, "import_path": "runtime.app.model:build", "artifact": f"/m/{version}.npz"},
+        "scaling": {"num_replicas": N, "graceful_shutdown_timeout_s": 0},
+        "rollout": {"max_surge_percent": SURGE_PERCENT, "canary_percent": canary_percent, "bake_seconds": 0},
+    })
+
+
+class FakeClock:
+    """Stands in for the `time` module inside the controller: sleeping advances the
+    clock at once, so step timeouts and the deadline still work but cost nothing."""
+
+    def __init__(self):
+        self.now = 1_700_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeProber:
+    """Every probe succeeds in 12ms; the gate fails at the `fail_at`-th evaluation,
+    which in a fresh rollout is wave `fail_at`."""
+
+    P95_MS = 12.0
+
+    def __init__(self, fail_at: int | None = None):
+        self.fail_at = fail_at
+        self.baselines: list[float | None] = []  # baseline_p95_ms of each evaluation
+
+    def probe(self, which: str, n: int, concurrency: int) -> ProbeStats:
+        return ProbeStats(sent=n, ok=n, p95_ms=self.P95_MS)
+
+    def evaluate(self, gates, baseline_p95_ms: float | None = None) -> GateVerdict:
+        self.baselines.append(baseline_p95_ms)
+        if len(self.baselines) == self.fail_at:
+            return GateVerdict(False, "success-rate", "canary success rate 71.0% < 99.0% over 20 probes")
+        return GateVerdict(True, "probes", "canary 100.0% of 20 ok, p95 12ms")
+
+
+@contextlib.contextmanager
+def offline(serve: FakeServe):
+    # One clock for both modules, so the controller's deadline and the waits' timeouts agree.
+    clock = FakeClock()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(controller_module, "time", clock)
+        patch.setattr(serve_actions_module, "time", clock)
+        patch.setattr(httpx, "get", serve.http_get)  # wait_router's GET of the Router
+        yield
+
+
+def converge(serve: FakeServe, wanted: ServiceSpec, prober: FakeProber | None = None) -> RolloutController:
+    controller = RolloutController(wanted, serve, prober=prober or FakeProber(), log=lambda line: None, poll_s=1.0)
+    with offline(serve):
+        controller.converge()
+    return controller
+
+
+def serving(version: str = "v1", **fake_options) -> FakeServe:
+    """A cluster where `version` serves 100% with N replicas; PUT records start empty."""
+    serve = FakeServe(start_polls=START_POLLS, **fake_options)
+    crash_at, serve.crash_at_put = serve.crash_at_put, None
+    converge(serve, spec(version))
+    serve.puts.clear()
+    serve.attempts, serve.crash_at_put = 0, crash_at
+    return serve
+
+
+# ------------------------------------------------------------------ reading PUTs
+def split(apps_by_name: dict[str, dict]) -> tuple[dict[str, int], dict[str, float]]:
+    """(declared replicas, router weights) by version, from one full app set."""
+    declared = {apps.version_of(name): apps.app_replicas(config) for name, config in apps_by_name.items()
+                if apps.service_of(name) == SERVICE and apps.version_of(name)}
+    _, _, weights = apps.router_weights(apps_by_name.get(SERVICE))
+    return declared, weights
+
+
+def shape(put: Put) -> tuple[int, int, float]:
+    """(primary v1 replicas, canary v2 replicas, canary traffic %) declared by a PUT."""
+    declared, weights = split(put.apps)
+    return declared.get("v1", 0), declared.get("v2", 0), weights.get("v2", 0.0)
+
+
+def moves(puts: list[Put]) -> list[tuple[int, int, float]]:
+    """The shapes the PUTs went through, repeats dropped (a router write that only adds
+    the baseline does not change the shape)."""
+    shapes = [shape(put) for put in puts]
+    return [s for i, s in enumerate(shapes) if i == 0 or s != shapes[i - 1]]
+
+
+def assert_capacity_safe(puts: list[Put]) -> None:
+    peak = peak_replicas(N, SURGE_PERCENT)
+    for number, put in enumerate(puts, 1):
+        declared, weights = split(put.apps)
+        assert sum(declared.values()) <= peak, f"PUT #{number} declares {declared}, over N + surge = {peak}"
+        assert all(replicas >= 1 for replicas in declared.values()), f"PUT #{number} declares {declared}"
+        for version, weight in weights.items():
+            # Replicas a PUT adds are not ready when it lands; replicas it removes are gone.
+            ready = min(put.ready.get(apps.version_app_name(SERVICE, version), 0), declared.get(version, 0))
+            assert ready >= 1 and weight <= traffic_cap(ready, N) + 1e-3, (
+                f"PUT #{number} gives {version} {weight}% on {ready} ready replicas of N={N}")
+
+
+def assert_serves_only(serve: FakeServe, version: str) -> None:
+    state = serve.state()
+    assert set(state.apps) == {SERVICE, apps.version_app_name(SERVICE, version)}
+    declared, weights = split({name: app.config for name, app in state.apps.items()})
+    assert declared == {version: N} and weights == {version: 100.0}
+    assert apps.router_weights(state.apps[SERVICE].config)[:2] == (version, None)
+    assert state.apps[apps.version_app_name(SERVICE, version)].running_replicas == N
+
+
+# ------------------------------------------------------------- healthy rollout
+def test_a_healthy_rollout_moves_one_surge_per_wave_with_traffic_behind_readiness():
+    serve = serving("v1")
+    converge(serve, spec("v2"))
+    assert moves(serve.puts) == [
+        (4, 1, 0),  # deploy canary at 0% traffic
+        (4, 1, 25), (3, 1, 25), (3, 2, 25),  # wave 1: traffic, shrink primary, grow canary
+        (3, 2, 50), (2, 2, 50), (2, 3, 50),  # wave 2
+        (2, 3, 75), (1, 3, 75), (1, 4, 75),  # wave 3
+        (1, 4, 100),  # wave 4: canary carries everything while the primary drains
+        (0, 4, 100),  # primary deleted
+    ]
+    assert_capacity_safe(serve.puts)
+    assert_serves_only(serve, "v2")
+
+
+def test_a_healthy_rollout_records_deploy_baseline_gated_waves_and_finish():
+    serve = serving("v1")
+    controller = converge(serve, spec("v2"))
+    kinds = [(e.get("step"), e.get("wave")) for e in controller.history.entries if e.get("step")]
+    assert kinds == [("deploy-canary", None), ("baseline", None),
+                     ("gate", 1), ("wave", 1), ("gate", 2), ("wave", 2), ("gate", 3), ("wave", 3),
+                     ("gate", 4), ("finish", 4)]
+
+
+def test_converging_again_after_a_rollout_changes_nothing():
+    serve = serving("v1")
+    converge(serve, spec("v2"))
+    before, puts = serve.payload()["applications"], len(serve.puts)
+    converge(serve, spec("v2"))
+    assert len(serve.puts) == puts
+    assert serve.payload()["applications"] == before
+
+
+# ------------------------------------------------------------------- failures
+def test_a_canary_whose_constructor_raises_is_rolled_back_before_wave_1():
+    serve = serving("v1", broken_versions=("v2",))
+    with pytest.raises(RolloutFailed, match=r"llm v2 rolled back before wave 1 \(serve-status gate\).*"
+                                            r"DEPLOY_FAILED.*primary v1 serves 100%"):
+        converge(serve, spec("v2"))
+    assert_capacity_safe(serve.puts)
+    assert_serves_only(serve, "v1")
+
+
+@pytest.mark.parametrize("wave", [1, 2, 3, 4])
+def test_a_gate_failing_at_any_wave_rolls_back_to_a_full_primary(wave):
+    serve = serving("v1")
+    with pytest.raises(RolloutFailed, match=rf"rolled back at wave {wave}/4 \(success-rate gate\): "
+                                            r"canary success rate 71\.0%.*primary v1 serves 100%"):
+        converge(serve, spec("v2"), FakeProber(fail_at=wave))
+    # Capacity safety on every PUT covers the rollback too: the primary regrows
+    # before traffic returns to it.
+    assert_capacity_safe(serve.puts)
+    assert_serves_only(serve, "v1")
+
+
+def test_a_rollback_returns_traffic_to_the_primary_only_as_it_regrows():
+    serve = serving("v1")
+    with pytest.raises(RolloutFailed):
+        converge(serve, spec("v2"), FakeProber(fail_at=3))
+    steps = moves(serve.puts)
+    failed_at = steps.index((2, 3, 75))  # wave 3's traffic shift, then its gate fails
+    assert steps[failed_at:] == [
+        (2, 3, 75),  # the failed wave
+        (2, 3, 50), (2, 2, 50), (3, 2, 50),  # traffic to what 2 primaries carry, free a canary, regrow
+        (3, 2, 25), (3, 1, 25), (4, 1, 25),
+        (4, 1, 0), (4, 0, 0),  # all traffic back on a full primary, canary deleted
+    ]
+
+
+# ---------------------------------------------------------- interrupted runs
+@functools.cache
+def uninterrupted() -> tuple[dict[str, dict], int]:
+    """End configs and PUT count of a rollout v1 -> v2 that nothing interrupts."""
+    serve = serving("v1")
+    converge(serve, spec("v2"))
+    return serve.configs, len(serve.puts)
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_a_rollout_killed_before_any_put_resumes_to_the_same_end_state(data):
+    end_configs, puts = uninterrupted()
+    crash_at = data.draw(st.integers(1, puts), label="killed before PUT #")
+    serve = serving("v1", crash_at_put=crash_at)
+    with pytest.raises(SimulatedCrash):
+        converge(serve, spec("v2"))
+    converge(serve, spec("v2"))  # a new `pulumi up`: a new controller, the same cluster
+    assert serve.configs == end_configs
+    assert_serves_only(serve, "v2")
+    assert_capacity_safe(serve.puts)
+
+
+def test_a_rollout_killed_before_its_baseline_reached_the_router_measures_one_on_resume():
+    serve = serving("v1", crash_at_put=3)  # PUT #3 writes the baseline into the router
+    with pytest.raises(SimulatedCrash):
+        converge(serve, spec("v2"))
+    prober = FakeProber()
+    converge(serve, spec("v2"), prober)
+    assert prober.baselines and all(b == FakeProber.P95_MS for b in prober.baselines)
+
+
+def test_a_first_deploy_killed_before_its_router_write_is_not_adopted_while_it_cannot_serve():
+    serve = FakeServe(start_polls=START_POLLS, broken_versions=("v1",), crash_at_put=2)
+    with pytest.raises(SimulatedCrash):  # PUT #2 is _fail_create removing the failed app
+        converge(serve, spec("v1"))
+    with pytest.raises(RolloutFailed):
+        converge(serve, spec("v1"))
+    assert_capacity_safe(serve.puts)
+
+
+# ------------------------------------------------------------- canary_percent
+def test_canary_percent_holds_the_canary_at_that_traffic_share():
+    serve = serving("v1")
+    converge(serve, spec("v2", canary_percent=25))
+    declared, weights = split(serve.configs)
+    assert declared == {"v1": 4, "v2": 1} and weights == {"v1": 75.0, "v2": 25.0}
+    assert_capacity_safe(serve.puts)
+
+
+def test_a_held_canary_converged_again_only_rechecks_the_gates():
+    serve = serving("v1")
+    converge(serve, spec("v2", canary_percent=25))
+    puts, prober = len(serve.puts), FakeProber()
+    converge(serve, spec("v2", canary_percent=25), prober)
+    assert len(serve.puts) == puts and len(prober.baselines) == 1
+
+
+def test_canary_percent_100_after_a_hold_completes_the_rollout():
+    serve = serving("v1")
+    converge(serve, spec("v2", canary_percent=25))
+    converge(serve, spec("v2", canary_percent=100))
+    assert_capacity_safe(serve.puts)
+    assert serve.configs == uninterrupted()[0]
+
+
+def test_canary_percent_0_after_a_hold_rolls_back_to_the_primary():
+    serve = serving("v1")
+    converge(serve, spec("v2", canary_percent=25))
+    converge(serve, spec("v2", canary_percent=0))
+    assert_capacity_safe(serve.puts)
+    assert_serves_only(serve, "v1")
+
+
+def test_canary_percent_0_after_a_run_killed_before_the_router_named_the_canary_removes_it():
+    serve = serving("v1", crash_at_put=2)  # PUT #1 deployed the canary app, #2 names it
+    with pytest.raises(SimulatedCrash):
+        converge(serve, spec("v2"))
+    converge(serve, spec("v2", canary_percent=0))
+    assert_serves_only(serve, "v1")
+
+
+def test_a_new_version_during_a_hold_rolls_back_the_stale_canary_then_rolls_out():
+    serve = serving("v1")
+    converge(serve, spec("v2", canary_percent=25))
+    converge(serve, spec("v3"))
+    assert_capacity_safe(serve.puts)
+    assert_serves_only(serve, "v3")
