@@ -309,3 +309,66 @@ def test_a_new_version_during_a_hold_rolls_back_the_stale_canary_then_rolls_out(
     converge(serve, spec("v3"))
     assert_capacity_safe(serve.puts)
     assert_serves_only(serve, "v3")
+
+
+# ------------------------------------------------------- preview equals up
+def tables(text: str) -> list[str]:
+    """The plan tables in a text: the lines under each line that ends a table's header."""
+    found, current = [], None
+    for line in text.splitlines():
+        if line.startswith(" wave step"):
+            current = [line]
+            found.append(current)
+        elif current is not None and line.startswith(" ") and not line.startswith(" wave"):
+            current.append(line)
+        else:
+            current = None
+    return ["\n".join(t) for t in found]
+
+
+def preview_then_up(serve: FakeServe, old: ServiceSpec, new: ServiceSpec) -> tuple[str, list[str]]:
+    """What preview prints from the state `up` last recorded, and the tables `up` then runs."""
+    from components import rollout
+
+    with offline(serve):
+        recorded = {"spec": old.model_dump(exclude={"http_url"}), "http_url": old.http_url,
+                    **RolloutController(old, serve).live().outputs()}
+    text = rollout.preview_lines(recorded, {"spec": new.model_dump(exclude={"http_url"}), "http_url": new.http_url})
+    controller = RolloutController(new, serve, prober=FakeProber(), log=lambda line: None, poll_s=1.0)
+    with offline(serve):
+        with contextlib.suppress(RolloutFailed):
+            controller.converge()
+    ran = [t for entry in controller.history.entries for t in tables(entry["message"])]
+    return text, ran
+
+
+def held(version: str, percent: int) -> ServiceSpec:
+    return spec(version, canary_percent=percent)
+
+
+@pytest.mark.parametrize("case", ["forward", "revert while held", "revert mid-wave", "new version while held",
+                                  "lightweight", "no-op"])
+def test_preview_shows_exactly_the_plans_up_then_runs(case):
+    serve = serving("v1")
+    old, new = spec("v1"), spec("v2")
+    if case == "revert while held":
+        converge(serve, held("v2", 50))
+        old, new = held("v2", 50), spec("v1")
+    elif case == "revert mid-wave":
+        serve.crash_at_put, serve.attempts = 6, 0
+        with pytest.raises(SimulatedCrash):
+            converge(serve, spec("v2"))
+        serve.crash_at_put = None
+        old, new = spec("v2"), spec("v1")
+    elif case == "new version while held":
+        converge(serve, held("v2", 25))
+        old, new = held("v2", 25), spec("v3")
+    elif case == "lightweight":
+        new = ServiceSpec.model_validate({**spec("v1").model_dump(), "scaling": {
+            **spec("v1").scaling.model_dump(), "max_queued_requests": 7}})
+    elif case == "no-op":
+        new = spec("v1")
+    text, ran = preview_then_up(serve, old, new)
+    assert tables(text) == ran, f"preview:\n{text}\nup ran:\n" + "\n\n".join(ran)
+    if case.startswith("revert"):
+        assert ran and "rolling back v2 -> v1" in text
