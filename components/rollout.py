@@ -168,6 +168,9 @@ def drift(state, spec) -> str | None:
         return f"live primary is {live.primary}, not {want}"
     if live.canary and live.canary != want:
         return f"stale canary {live.canary} is live"
+    orphans = sorted(v for v in live.declared if v not in (live.primary, live.canary))
+    if orphans:
+        return f"versions that receive no traffic hold replicas: {', '.join(orphans)}"
     if live.canary and hold in (None, 100):
         return f"canary {live.canary} was left at {live.canary_traffic:.4g}% by an interrupted run"
     if live.canary:

@@ -116,6 +116,14 @@ def test_drift_names_what_the_live_cluster_shows_that_state_does_not(live, want,
     assert rollout.drift(state, ServiceSpec.model_validate(want)) == reason
 
 
+def test_a_version_app_the_router_does_not_name_is_drift():
+    want = spec("v1")
+    state = serve_state(want, primary="v1")
+    orphan = serve_state(spec("v2"), primary="v2").apps["llm--v2"]
+    state.apps["llm--v2"] = orphan
+    assert rollout.drift(state, ServiceSpec.model_validate(want)) == "versions that receive no traffic hold replicas: v2"
+
+
 def test_a_service_with_no_apps_is_drift():
     assert rollout.drift(ServeState(True, {}, None, {}), ServiceSpec.model_validate(spec())) == \
         "the service has no apps on the cluster"
