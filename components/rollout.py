@@ -157,7 +157,7 @@ def drift(state, spec) -> str | None:
     primary changed behind our back all need a `pulumi up` though the config stands still."""
     from runtime import apps
     from runtime.live import observe
-    from runtime.gates import FAILED_STATUSES
+    from runtime.gates import serve_status_verdict
 
     live = observe(state, spec.service)
     want = spec.version.version
@@ -175,8 +175,7 @@ def drift(state, spec) -> str | None:
         return f"canary {live.canary} was left at {live.canary_traffic:.4g}% by an interrupted run"
     if live.canary:
         app = state.apps.get(apps.version_app_name(spec.service, live.canary))
-        if app is None or app.status in FAILED_STATUSES or any(
-                d.status in FAILED_STATUSES for d in app.deployments.values()):
+        if app is None or not serve_status_verdict(app).passed:
             return f"held canary {live.canary} reports a failed Serve status"
     return None
 

@@ -283,7 +283,7 @@ class RolloutController:
         app = self.serve.app(version)
         if app is None:
             return GateVerdict(False, "serve-status", f"app of {version} disappeared")
-        return serve_status_verdict(app.status, {d.name: d.status for d in app.deployments.values()}, app.message)
+        return serve_status_verdict(app)
 
 
 def _serve_gate(why: str) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from runtime.causes import MAX_TEXT, replica_cause
+from runtime.serve_api import AppState
 from runtime.spec import GateConfig
 from traffic.protocol import VERSION_HEADER
 
@@ -57,12 +59,20 @@ def p95(latencies_ms: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def serve_status_verdict(app_status: str, deployment_statuses: dict[str, str], message: str) -> GateVerdict:
-    bad = [f"app {app_status}"] if app_status in FAILED_STATUSES else []
-    bad += [f"deployment {name} {status}" for name, status in deployment_statuses.items() if status in FAILED_STATUSES]
+def serve_status_verdict(app: AppState) -> GateVerdict:
+    """Fails when the app or one of its deployments failed; the detail carries each failed
+    deployment's own cause (the replica's exception, runtime/causes.py) rather than the
+    app's summary ("Failed to update the deployments ['Model']")."""
+    bad = []
+    for deployment in app.deployments.values():
+        if deployment.status in FAILED_STATUSES:
+            cause = replica_cause(deployment.message) or deployment.message.strip()[:MAX_TEXT]
+            bad.append(f"deployment {deployment.name} {deployment.status}" + (f": {cause}" if cause else ""))
+    if app.status in FAILED_STATUSES and not bad:
+        bad.append(f"app {app.status}" + (f": {app.message.strip()[:MAX_TEXT]}" if app.message.strip() else ""))
     if bad:
-        return GateVerdict(False, "serve-status", "; ".join(bad) + (f": {message[:300]}" if message else ""))
-    return GateVerdict(True, "serve-status", f"app {app_status}")
+        return GateVerdict(False, "serve-status", "; ".join(bad))
+    return GateVerdict(True, "serve-status", f"app {app.status}")
 
 
 def judge(gates: GateConfig, canary: ProbeStats, primary: ProbeStats | None,

@@ -136,8 +136,7 @@ class ServeActions:
                 running = sum(1 for r in replicas_now if r.state == "RUNNING")
                 if app.status == "RUNNING" and running == replicas and len(replicas_now) == replicas:
                     return
-                verdict = serve_status_verdict(
-                    app.status, {d.name: d.status for d in app.deployments.values()}, app.message)
+                verdict = serve_status_verdict(app)
                 if not verdict.passed:
                     self._give_up(f"{purpose}: {verdict.detail}", on_fail)
             if time.monotonic() > deadline:

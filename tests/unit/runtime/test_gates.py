@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from runtime.gates import ProbeStats, judge, p95, serve_status_verdict
+from runtime.serve_api import AppState, DeploymentState
 from runtime.spec import GateConfig
 
+DATA = Path(__file__).parent / "data"
 GATES = GateConfig(min_success_rate=0.99, max_latency_ratio=2.0, latency_floor_ms=50, min_probes=20)
 HEALTHY_PRIMARY = ProbeStats(sent=40, ok=40, p95_ms=40.0)
 
@@ -35,10 +39,29 @@ def test_success_rate_failure_names_the_figures():
     assert verdict.detail == "canary success rate 70.8% < 99.0% over 120 probes"
 
 
+def app(status: str, deployment_status: str, deployment_message: str = "", message: str = "") -> AppState:
+    deployment = DeploymentState("TextModel", deployment_status, deployment_message, 1, ())
+    return AppState("llm--v2", status, message, {}, {deployment.name: deployment})
+
+
 @pytest.mark.parametrize("status", ["DEPLOY_FAILED", "UNHEALTHY"])
 def test_a_failed_serve_status_fails_the_gate(status):
-    verdict = serve_status_verdict(status, {"Model": status}, "constructor raised")
-    assert not verdict.passed and verdict.gate == "serve-status" and "constructor raised" in verdict.detail
+    verdict = serve_status_verdict(app(status, status, "constructor raised"))
+    assert not verdict.passed and verdict.gate == "serve-status"
+    assert verdict.detail == f"deployment TextModel {status}: constructor raised"
+
+
+def test_a_failed_deployment_names_the_replicas_own_exception_not_the_apps_summary():
+    real = (DATA / "deploy_failed_message.txt").read_text()  # as Ray 2.60 reported a raising constructor
+    verdict = serve_status_verdict(app("DEPLOY_FAILED", "DEPLOY_FAILED", real,
+                                       "Failed to update the deployments ['TextModel']."))
+    assert verdict.detail.startswith("deployment TextModel DEPLOY_FAILED: ValueError: This file contains pickled")
+    assert "(at runtime/app/tiny_model.py:34 in load <- runtime/app/model.py:34 in __init__)" in verdict.detail
+    assert "Failed to update" not in verdict.detail and "pid=" not in verdict.detail
+
+
+def test_a_running_app_passes_the_status_gate():
+    assert serve_status_verdict(app("RUNNING", "HEALTHY")).passed
 
 
 def test_p95_of_twenty_samples_is_the_nineteenth():
