@@ -27,14 +27,18 @@ def test_the_shipped_local_shape_passes_the_pack(tmp_path):
     assert "gpuserve@v0.1.0" in result.output
 
 
-def violating(tmp_path) -> LocalStack:
+@pytest.fixture
+def violating(tmp_path):
     # N=4 at 1 GPU with p=25 peaks at 5 GPUs on a 4-GPU pool: valid config, unsafe rollout.
-    return LocalStack(tmp_path, gpus=4, services=[{**SERVICE, "num_replicas": 4}],
-                      rollout={"max_surge_percent": 25})
+    stack = LocalStack(tmp_path, gpus=4, services=[{**SERVICE, "num_replicas": 4}],
+                       rollout={"max_surge_percent": 25})
+    yield stack
+    # Should a change let the pack through, the Ray head it starts must not outlive the test.
+    stack.destroy()
 
 
-def test_a_surge_that_does_not_fit_fails_the_preview_before_anything_exists(tmp_path):
-    stack = violating(tmp_path)
+def test_a_surge_that_does_not_fit_fails_the_preview_before_anything_exists(violating):
+    stack = violating
     result = stack.preview(check=False, policy_packs=[POLICY_PACK])
     assert not result.ok
     (violation,) = result.policy_violations
@@ -52,8 +56,8 @@ def test_a_surge_that_does_not_fit_fails_the_preview_before_anything_exists(tmp_
     assert stack.ray_head() is None
 
 
-def test_policy_config_can_lower_a_policy_to_advisory(tmp_path):
-    stack = violating(tmp_path)
+def test_policy_config_can_lower_a_policy_to_advisory(violating, tmp_path):
+    stack = violating
     config = tmp_path / "policy-config.json"
     config.write_text(json.dumps({"rollout-surge-fits-capacity": "advisory"}))
     result = stack.preview(check=False, policy_packs=[POLICY_PACK], policy_pack_configs=[str(config)])
