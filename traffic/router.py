@@ -85,12 +85,21 @@ class Router:
         except asyncio.TimeoutError:
             return JSONResponse({"error": "timeout", "version": version}, 504,
                                 headers={VERSION_HEADER: version})
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc), "version": version}, 400)
+        except ValueError as exc:  # the version refused the input: the client's fault
+            return JSONResponse({"error": _one_line(exc), "version": version}, 400,
+                                headers={VERSION_HEADER: version})
         except Exception as exc:  # a replica error is the version's fault, not the client's
             return JSONResponse({"error": type(exc).__name__, "version": version}, 500,
                                 headers={VERSION_HEADER: version})
         return JSONResponse(result, headers={VERSION_HEADER: version})
+
+
+def _one_line(exc: Exception) -> str:
+    """The version's own message, one line. Ray wraps a replica's exception in a text with
+    the replica's pid, IP address, actor id and frames: none of that reaches a client."""
+    cause = getattr(exc, "cause", None) or exc  # RayTaskError keeps the original here
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(cause).__name__)[:200]
 
 
 def build(args: dict) -> serve.Application:

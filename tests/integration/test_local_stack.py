@@ -3,6 +3,8 @@ with virtual GPUs, and the shipped tiny model answering HTTP requests."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from pulumi import automation as auto
@@ -52,6 +54,17 @@ def test_the_endpoint_returns_a_prediction_naming_the_version(stack):
     body = response.json()
     assert body["version"] == "v1" and body["label"] in ("setosa", "versicolor", "virginica")
     assert abs(sum(body["probabilities"]) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("features,message", [([1, 2], "expected 4 features, got 2"),
+                                              (["a", 1, 2, 3], "could not convert string to float: 'a'")])
+def test_a_malformed_body_gets_a_400_with_one_line_and_no_traceback(stack, features, message):
+    response = httpx.post(stack.endpoint("llm"), json={"features": features}, timeout=30)
+    assert response.status_code == 400
+    assert response.json() == {"error": message, "version": "v1"}
+    for leak in ("Traceback", 'File "', "pid=", "actor_id", "\x1b"):
+        assert leak not in response.text
+    assert not re.search(r"\b\d{1,3}(\.\d{1,3}){3}\b", response.text), "an IP address reached the client"
 
 
 def test_the_health_check_is_green(stack):
