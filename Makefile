@@ -28,7 +28,7 @@ PULUMI := $(TOOLS)/pulumi
 PACK ?= policies
 POLICY_FLAGS := $(if $(PACK),--policy-pack $(PACK)/run-pack,)
 
-.PHONY: help setup venv pulumi-cli crds stack check-config up down preview refresh recover test test-fast bench clean constraints
+.PHONY: help setup venv pulumi-cli crds splitter stack check-config up down preview refresh recover test test-fast bench clean constraints
 
 help:
 	@echo "make up        set everything up and run 'pulumi up' on the local stack"
@@ -39,7 +39,7 @@ help:
 	@echo "make recover   clear what a killed 'pulumi up' leaves in state, then refresh"
 	@echo "make bench     rollout safety and GPU cost vs Ray Serve's own update; preview cost"
 
-setup: venv pulumi-cli crds
+setup: venv pulumi-cli crds splitter
 
 # Quick when nothing changed; remade when the pins change or PYTHON names another version.
 venv:
@@ -58,6 +58,10 @@ constraints:
 
 crds:
 	scripts/fetch-crds
+
+# The data plane, from Go's standard library (splitter/); seconds to build.
+splitter:
+	@scripts/build-splitter
 
 pulumi-cli:
 	scripts/install-pulumi
@@ -89,9 +93,11 @@ recover: stack
 	PULUMI=$(PULUMI) PYTHON=$(PY) scripts/recover $(STACK)
 
 test: setup
+	cd splitter && GOTOOLCHAIN=local go test ./...
 	$(PY) -m pytest
 
-test-fast: venv crds
+test-fast: venv crds splitter
+	cd splitter && GOTOOLCHAIN=local go test ./...
 	$(PY) -m pytest -m "not integration"
 
 bench: setup

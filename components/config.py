@@ -35,7 +35,12 @@ from components.config_errors import NAMESPACE, ConfigError, problem
 from runtime.constants import PROJECT_DIR
 from runtime.spec import RolloutStrategy
 
-SHIPPED_APP = "runtime.app.model:build"
+# The classifier gpuserve ships (examples/classifier): a service that names no code of
+# its own serves it, with weights models/<version>.npz from that directory.
+SHIPPED_APP = "app:app"
+SHIPPED_CODE_DIR = "examples/classifier"
+REMOTE_URI = r"^(s3|gs|https?)://\S+$"
+DEPLOYMENT_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 # Names end up in Serve app names `<service>--<version>`: no double dash inside either.
 SERVICE_NAME = r"^[a-z](-?[a-z0-9])*$"
 VERSION_NAME = r"^[A-Za-z0-9]([._-]?[A-Za-z0-9])*$"
@@ -68,15 +73,43 @@ class RuntimeEnv(Strict):
     env_vars: dict[str, str] = {}
 
 
+class DeploymentOptions(Strict):
+    """Serve options of one deployment of a version app, addressed by its name."""
+
+    num_replicas: int | None = Field(None, ge=1, le=256)
+    max_ongoing_requests: int | None = Field(None, ge=1, le=10_000)
+    max_queued_requests: int | None = Field(None, ge=-1, le=1_000_000)
+    user_config: dict[str, Any] | None = None
+    ray_actor_options: dict[str, Any] | None = None
+    graceful_shutdown_timeout_s: float | None = Field(None, ge=0.0, le=3600.0)
+    health_check_period_s: float | None = Field(None, gt=0.0, le=3600.0)
+    health_check_timeout_s: float | None = Field(None, gt=0.0, le=3600.0)
+
+    def serve_options(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class ServiceConfig(Strict):
     name: str = Field(pattern=SERVICE_NAME, max_length=31)
     pool: str
     version: str = Field(pattern=VERSION_NAME, max_length=40)
-    # Model weights; default runtime/app/models/<version>.npz. Relative to the project.
+    # The model's weights: a path inside code_dir (shipped with the code), an absolute
+    # path, or a URI; the app reads it from GPUSERVE_ARTIFACT. The shipped classifier
+    # defaults to models/<version>.npz.
     artifact: str | None = None
-    # Serve deployment code, as in a Serve config: import_path plus its directory.
+    # The Serve app, as in a Serve config: an import path inside the code.
     import_path: str = Field(SHIPPED_APP, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    working_dir: str | None = None
+    # The code: a local directory (relative to the project), packaged content-addressed
+    # and uploaded to the cluster; and/or a remote zip URI (s3://, gs://, https://).
+    code_dir: str | None = None
+    working_dir: str | None = Field(None, pattern=REMOTE_URI)
+    pip: list[Annotated[str, Field(min_length=1, max_length=200)]] = []
+    # Serve `args` when import_path names a builder function.
+    args: dict[str, Any] | None = None
+    # The deployment that holds the GPU replicas (the one the rollout scales), and
+    # options for the app's other deployments, by their names.
+    deployment: str = Field("Model", pattern=DEPLOYMENT_NAME, max_length=100)
+    deployments: dict[Annotated[str, Field(pattern=DEPLOYMENT_NAME)], DeploymentOptions] = {}
     runtime_env: RuntimeEnv = RuntimeEnv()
     num_replicas: int | None = Field(None, ge=1, le=256)
     autoscaling: Autoscaling | None = None
@@ -87,6 +120,8 @@ class ServiceConfig(Strict):
     health_check_period_s: float = Field(10.0, gt=0.0, le=3600.0)
     health_check_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     request_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
+    # The splitter answers 413 to a request body over this.
+    max_body_bytes: int = Field(10 << 20, ge=1024, le=1 << 30)
     user_config: dict[str, Any] | None = None
     rollout: RolloutStrategy = RolloutStrategy()
 
@@ -105,14 +140,43 @@ class ServiceConfig(Strict):
     def gpus_per_replica(self) -> float:
         return self.ray_actor_options.num_gpus
 
-    def artifact_path(self) -> str:
-        path = Path(self.artifact or f"runtime/app/models/{self.version}.npz")
-        return str(path if path.is_absolute() else PROJECT_DIR / path)
+    @property
+    def ships_classifier(self) -> bool:
+        return self.import_path == SHIPPED_APP and self.code_dir is None and self.working_dir is None
+
+    def code_path(self) -> Path | None:
+        """The local code directory, absolute (the shipped classifier's by default)."""
+        if self.code_dir is None:
+            return PROJECT_DIR / SHIPPED_CODE_DIR if self.ships_classifier else None
+        path = Path(self.code_dir).expanduser()
+        return path if path.is_absolute() else PROJECT_DIR / path
+
+    def artifact_ref(self) -> str | None:
+        """The artifact as the app gets it (relative paths resolve inside the code)."""
+        if self.artifact is None and self.ships_classifier:
+            return f"models/{self.version}.npz"
+        return self.artifact
+
+    def artifact_file(self) -> Path | None:
+        """The artifact's local file, if it is one (for its hash and for checks)."""
+        ref = self.artifact_ref()
+        if ref is None or "://" in ref:
+            return None
+        path = Path(ref).expanduser()
+        if path.is_absolute():
+            return path
+        code = self.code_path()
+        return code / path if code else None
 
 
 class LocalCluster(Strict):
-    """The local Ray head. Every port binds 127.0.0.1 where Ray lets us choose."""
+    """The local Ray head and data plane. Every port binds 127.0.0.1 where Ray lets us choose."""
 
+    # Where clients connect: the splitter instances, which share this port.
+    public_port: int = Field(18080, ge=1024, le=65535)
+    splitter_instances: int = Field(2, ge=1, le=16)
+    max_header_bytes: int = Field(64 << 10, ge=4096, le=1 << 20)
+    # Ray Serve's own HTTP proxy, behind the splitter.
     http_port: int = Field(18000, ge=1024, le=65535)
     dashboard_port: int = Field(18265, ge=1024, le=65535)
     gcs_port: int = Field(18379, ge=1024, le=65535)
@@ -268,14 +332,19 @@ def _cross_checks(config: LocalStack | AwsStack, stack: str) -> list[tuple[str, 
                 f"replicas x ray_actor_options.num_gpus ({steady:g}) <= GPUs of pool "
                 f"'{pool.name}' ({pool.total_gpus:g})",
             ))
-        if service.working_dir and not Path(service.working_dir).is_dir():
-            problems.append((f"{where}.working_dir", service.working_dir, "an existing directory"))
-        if service.import_path == SHIPPED_APP and not Path(service.artifact_path()).is_file():
+        code = service.code_path()
+        if service.code_dir is not None and not code.is_dir():
+            problems.append((f"{where}.code_dir", service.code_dir, "an existing directory (relative to the project)"))
+        elif code is None and service.working_dir is None and service.import_path != SHIPPED_APP:
+            problems.append((f"{where}.code_dir", None, f"the directory holding {service.import_path.split(':')[0]} "
+                             "(or working_dir: a remote zip URI)"))
+        artifact = service.artifact_file()
+        if artifact is not None and (code is None or code.is_dir()) and not artifact.is_file():
             problems.append((
                 f"{where}.artifact" if service.artifact else f"{where}.version",
                 service.artifact or service.version,
-                f"a model artifact that exists ({service.artifact_path()} does not); "
-                f"shipped versions: {_shipped_versions()}",
+                f"a model artifact that exists ({artifact} does not)"
+                + (f"; shipped versions: {_shipped_versions()}" if service.ships_classifier else ""),
             ))
     if isinstance(config, AwsStack):
         problems += _aws_checks(config, stack)
@@ -284,6 +353,7 @@ def _cross_checks(config: LocalStack | AwsStack, stack: str) -> list[tuple[str, 
             problems.append((f"{NAMESPACE}:node_pools", [p.name for p in config.node_pools],
                              "one node pool on the local target (it is one Ray head)"))
         ports = {
+            "public_port": config.local.public_port,
             "http_port": config.local.http_port,
             "dashboard_port": config.local.dashboard_port,
             "gcs_port": config.local.gcs_port,
@@ -321,7 +391,7 @@ def _duplicates(problems: list, key: str, names: list[str]) -> None:
 
 
 def _shipped_versions() -> list[str]:
-    return sorted(p.stem for p in (PROJECT_DIR / "runtime/app/models").glob("*.npz"))
+    return sorted(p.stem for p in (PROJECT_DIR / SHIPPED_CODE_DIR / "models").glob("*.npz"))
 
 
 def check_stack_file(path: Path) -> LocalStack | AwsStack:

@@ -1,7 +1,7 @@
 """InferenceLoadBalancer: the HTTP entry point of a serving runtime and its health check.
 
-local: the Serve HTTP proxy itself (127.0.0.1, health check `/-/healthz`); nothing
-       extra is created, the component names the endpoints.
+local: the splitter (splitter/, Go): `local.splitter_instances` processes sharing
+       127.0.0.1:<public_port>, in front of the Serve proxy; health check `/-/healthz`.
 aws:   a Kubernetes Service of type LoadBalancer over the Serve proxies of every Ray
        node, reconciled by the AWS Load Balancer Controller into an NLB: internal unless
        `public_load_balancer: true`, health-checked on `/-/healthz`, cross-zone, TLS when
@@ -15,10 +15,9 @@ from typing import Any
 
 import pulumi
 
-from components.config import AwsTarget
+from components.config import AwsTarget, LocalCluster
 from components.serving_runtime import ServingRuntime
 from runtime.constants import HEALTH_PATH
-
 
 
 @dataclass(frozen=True)
@@ -26,20 +25,52 @@ class InferenceLoadBalancerArgs:
     runtime: ServingRuntime
     aws: AwsTarget | None = None  # set for the aws target
     k8s_provider: Any = None
+    local: LocalCluster | None = None  # set for the local target
+    state_dir: str | None = None  # local: where the splitter keeps sockets and logs
 
 
 class InferenceLoadBalancer(pulumi.ComponentResource):
     url: pulumi.Output[str]
     health_check_url: pulumi.Output[str]
+    # Admin sockets of the local splitter instances ([] elsewhere).
+    splitter_admins: pulumi.Output[list]
 
     def __init__(self, name: str, args: InferenceLoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpuserve:load_balancer:InferenceLoadBalancer", name, None, opts)
         if args.aws is None:
-            self.url = args.runtime.http_url
+            self.url, self.splitter_admins = self._splitter(name, args)
         else:
             self.url = self._nlb(name, args)
+            self.splitter_admins = pulumi.Output.from_input([])
         self.health_check_url = self.url.apply(lambda url: f"{url}{HEALTH_PATH}")
         self.register_outputs({"url": self.url, "health_check_url": self.health_check_url})
+
+    def _splitter(self, name: str, args: InferenceLoadBalancerArgs):
+        from components.providers.local_splitter import LocalSplitter
+        from runtime.errors import LocalClusterError
+        from runtime.splitter import binary_sha
+
+        local = args.local or LocalCluster()
+        try:
+            build = binary_sha()
+        except LocalClusterError as exc:
+            raise pulumi.RunError(str(exc)) from None
+        splitter = LocalSplitter(
+            f"{name}-splitter",
+            {
+                "listen": f"127.0.0.1:{local.public_port}",
+                "upstream": args.runtime.http_url,
+                "serve_api": args.runtime.dashboard_url,
+                "token_path": args.runtime.token_path,
+                "state_dir": args.state_dir,
+                "instances": local.splitter_instances,
+                "max_body_bytes": 10 << 20,
+                "max_header_bytes": local.max_header_bytes,
+                "binary_sha": build,
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.runtime]),
+        )
+        return splitter.url, splitter.admins
 
     def _nlb(self, name: str, args: InferenceLoadBalancerArgs) -> pulumi.Output[str]:
         import pulumi_kubernetes as k8s

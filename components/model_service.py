@@ -50,17 +50,36 @@ def service_spec(service: ServiceConfig, http_options: dict | None = None,
         "request_timeout_s": service.request_timeout_s,
         "http_options": http_options,
         "capacity": capacity,
-        "version": {
-            "version": service.version,
-            "import_path": service.import_path,
-            "artifact": service.artifact_path(),
-            "working_dir": service.working_dir,
-            "env_vars": dict(service.runtime_env.env_vars),
-            "num_gpus": service.ray_actor_options.num_gpus,
-            "num_cpus": service.ray_actor_options.num_cpus,
-        },
+        "max_body_bytes": service.max_body_bytes,
+        "version": version_spec(service),
         "scaling": scaling,
         "rollout": service.rollout.model_dump(),
+    }
+
+
+def version_spec(service: ServiceConfig) -> dict:
+    """The build a version label names, with the hashes that pin it (runtime/packaging.py):
+    computed here, at preview, so a changed build under a known label is refused before
+    anything moves."""
+    from runtime import packaging
+
+    code = service.code_path()
+    artifact = service.artifact_file()
+    return {
+        "version": service.version,
+        "import_path": service.import_path,
+        "artifact": service.artifact_ref(),
+        "code_dir": str(code) if code else None,
+        "code_hash": packaging.digest(code) if code else None,
+        "artifact_hash": packaging.artifact_digest(str(artifact) if artifact else service.artifact_ref()),
+        "working_dir": service.working_dir,
+        "pip": list(service.pip),
+        "env_vars": dict(service.runtime_env.env_vars),
+        "num_gpus": service.ray_actor_options.num_gpus,
+        "num_cpus": service.ray_actor_options.num_cpus,
+        "deployment": service.deployment,
+        "deployments": {name: options.serve_options() for name, options in service.deployments.items()},
+        "args": service.args,
     }
 
 
@@ -77,6 +96,7 @@ class ModelService(pulumi.ComponentResource):
             spec=service_spec(args.service, args.runtime.http_options,
                               {"pool_gpus": args.pool_gpus, "others_steady_gpus": args.others_steady_gpus}),
             http_url=args.load_balancer.url,
+            splitter_admins=args.load_balancer.splitter_admins,
             dashboard_url=args.runtime.dashboard_url,
             token_path=args.runtime.token_path,
             token=args.runtime.token,

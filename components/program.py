@@ -51,7 +51,8 @@ def build_local(config: LocalStack, stack: str) -> None:
     pool_config = config.node_pools[0]
     pool = GpuNodePool(pool_config.name, LocalPoolArgs(pool_config, config.local, state_dir))
     runtime = ServingRuntime(f"{pool_config.name}-serve", LocalRuntimeArgs(pool, config.local.http_port))
-    lb = InferenceLoadBalancer(f"{pool_config.name}-lb", InferenceLoadBalancerArgs(runtime))
+    lb = InferenceLoadBalancer(f"{pool_config.name}-lb", InferenceLoadBalancerArgs(
+        runtime, local=config.local, state_dir=str(state_dir / "splitter")))
     pulumi.export("dashboard_url", pool.dashboard_url)
     pulumi.export("http_url", lb.url)
     pulumi.export("health_check_url", lb.health_check_url)

@@ -33,6 +33,30 @@ from pulumi.dynamic import (
 from components.providers.watchdog import arm
 
 OUTPUT_KEYS = ("primary_version", "canary_version", "weights", "replicas", "replica_ids", "history")
+MAX_IDENTITIES = 200  # labels remembered per service
+
+
+def identity(version: dict) -> dict:
+    return {"code": version.get("code_hash"), "artifact": version.get("artifact_hash")}
+
+
+def known_identities(olds: dict) -> dict[str, dict]:
+    """Every label deployed before, with its build: from the recorded inputs, plus the
+    last spec's own version (state written before labels were recorded)."""
+    known = dict(olds.get("identities") or {})
+    last = (olds.get("spec") or {}).get("version") or {}
+    if last.get("version") and last.get("code_hash") and last["version"] not in known:
+        known[last["version"]] = identity(last)
+    return known
+
+
+def identity_conflict(service: str, label: str, claimed: dict, mine: dict) -> str:
+    def short(h):
+        return (h or "none")[:12]
+    return (f"version {label} of {service} already names code {short(claimed['code'])} + artifact "
+            f"{short(claimed['artifact'])}; this deploy has code {short(mine['code'])} + artifact "
+            f"{short(mine['artifact'])}. Bump the version (a new label), because a request pinned with "
+            f"x-serve-version: {label} must always reach the same code.")
 
 
 def _controller(props: dict):
@@ -42,7 +66,8 @@ def _controller(props: dict):
     from runtime.serve_api import ServeClient
     from runtime.spec import ServiceSpec
 
-    spec = ServiceSpec.model_validate({**props["spec"], "http_url": _http_url(props)})
+    spec = ServiceSpec.model_validate({**props["spec"], "http_url": _http_url(props),
+                                       "splitter_admins": props.get("splitter_admins") or []})
     # k8s: the token arrives as a (secret) input; local: it sits in the head's state dir.
     token = props.get("token") or Path(props["token_path"]).read_text().strip()
     client = ServeClient(props["dashboard_url"], token)
@@ -86,8 +111,12 @@ def describe_change(olds: dict, news: dict) -> tuple[str, list[str]]:
     from runtime.spec import LIGHT, classify_change
 
     kind, fields = classify_change(olds.get("spec") or {}, news.get("spec") or {})
-    if _http_url(olds) != _http_url(news):  # kept beside the spec in state, not in it
-        fields = [*fields, "http_url"]
+    # Kept beside the spec in state, not in it: where the data plane is.
+    moved = [k for k, before, after in (("http_url", _http_url(olds), _http_url(news)),
+                                        ("splitter_admins", olds.get("splitter_admins"), news.get("splitter_admins")))
+             if before != after]
+    if moved:
+        fields = [*fields, *moved]
         kind = LIGHT if kind in ("none", "strategy") else kind
     return kind, fields
 
@@ -187,18 +216,29 @@ class ModelRolloutProvider(ResourceProvider):
             return CheckResult(news, [])  # preview with unknowns: checked again at update
         old = ((olds or {}).get("spec") or {}).get("version") or {}
         new = (news.get("spec") or {}).get("version") or {}
+        service = news["spec"].get("service")
+        known = known_identities(olds or {})
         failures = []
-        if old and old.get("version") == new.get("version"):
+        claimed = known.get(new.get("version"))
+        mine = identity(new)
+        if claimed and mine["code"] and claimed != mine:
+            failures.append(CheckFailure("spec", identity_conflict(service, new.get("version"), claimed, mine)))
+        elif old and old.get("version") == new.get("version"):
             from runtime.spec import HEAVY, VersionSpec, fields_of_kind
 
-            drift = [k for k in fields_of_kind(VersionSpec, HEAVY) if k != "version" and old.get(k) != new.get(k)]
+            # Fields a 0.1 state lacks (None) are adopted, not changed.
+            drift = [k for k in fields_of_kind(VersionSpec, HEAVY)
+                     if k != "version" and k in old and old.get(k) != new.get(k)]
             if drift:
                 failures.append(CheckFailure(
                     "spec",
-                    f"version {new.get('version')} of {news['spec'].get('service')} is immutable, but "
+                    f"version {new.get('version')} of {service} is immutable, but "
                     f"{', '.join(drift)} changed; give this build a new version string so it rolls out",
                 ))
-        return CheckResult(news, failures)
+        if mine["code"]:
+            known = {**known, new["version"]: mine}
+        # Recorded in the checked inputs, so every label ever deployed keeps its build.
+        return CheckResult({**news, "identities": dict(list(known.items())[-MAX_IDENTITIES:])}, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         arm()
@@ -273,9 +313,11 @@ class ModelRollout(Resource, module="gpuserve", name="ModelRollout"):
 
     def __init__(self, name: str, spec: dict, http_url: pulumi.Input[str], dashboard_url: pulumi.Input[str],
                  token_path: pulumi.Input[str] | None = None, cluster_id: pulumi.Input[str] | None = None,
-                 token: pulumi.Input[str] | None = None, opts: pulumi.ResourceOptions | None = None):
+                 token: pulumi.Input[str] | None = None, splitter_admins: pulumi.Input[list] | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
         """Exactly one of token_path (local: a file on this machine) or token (a secret)."""
-        props = {"spec": spec, "http_url": http_url, "dashboard_url": dashboard_url, "token_path": token_path,
+        props = {"spec": spec, "http_url": http_url, "splitter_admins": splitter_admins,
+                 "dashboard_url": dashboard_url, "token_path": token_path,
                  "token": token, "cluster_id": cluster_id, **{k: None for k in OUTPUT_KEYS}}
         if token is not None:
             opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["token"]))

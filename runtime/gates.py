@@ -1,13 +1,15 @@
 """Health gates that decide each rollout step.
 
 - Serve status: the canary app or deployment reports UNHEALTHY or DEPLOY_FAILED.
-- Canary probes: synthetic requests pinned with `x-serve-version: canary`, compared
+- Canary probes: the service's probe request (GateConfig.probe: method, path, body),
+  pinned with `x-serve-version: canary`, compared
   with the same number pinned to the primary: success rate >= threshold, and canary
   p95 latency <= max(ratio x primary p95, floor).
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import math
 import time
@@ -17,10 +19,9 @@ import httpx
 
 from runtime.causes import MAX_TEXT, replica_cause
 from runtime.serve_api import AppState
-from runtime.spec import GateConfig
+from runtime.spec import GateConfig, ProbeRequest
 from traffic.protocol import VERSION_HEADER
 
-PROBE_BODY = {"features": [5.9, 3.0, 4.2, 1.5]}
 FAILED_STATUSES = ("DEPLOY_FAILED", "UNHEALTHY")
 
 
@@ -29,6 +30,7 @@ class ProbeStats:
     sent: int
     ok: int
     p95_ms: float
+    answers: str = ""  # what failed probes got, e.g. "404 x18, timeout x2"
 
     @property
     def success_rate(self) -> float:
@@ -90,7 +92,8 @@ def judge(gates: GateConfig, canary: ProbeStats, primary: ProbeStats | None,
         return GateVerdict(
             False, "success-rate",
             f"canary success rate {canary.success_rate:.1%} < {gates.min_success_rate:.1%} "
-            f"over {canary.sent} probes",
+            f"over {canary.sent} probes of {gates.probe.method} {gates.probe.path}"
+            + (f" (failed: {canary.answers})" if canary.answers else ""),
             canary, primary,
         )
     if primary is not None and primary.ok:
@@ -113,31 +116,47 @@ def judge(gates: GateConfig, canary: ProbeStats, primary: ProbeStats | None,
 
 
 class Prober:
-    """Sends pinned probe requests through the service's public route."""
+    """Sends pinned probe requests (GateConfig.probe) through the service's public route."""
 
     def __init__(self, endpoint: str, timeout_s: float = 10.0):
-        self.endpoint = endpoint
+        self.endpoint = endpoint.rstrip("/")
         self.timeout_s = timeout_s
+        self.request = ProbeRequest()
+
+    def url(self) -> str:
+        return self.endpoint + ("" if self.request.path == "/" else self.request.path)
 
     def probe(self, side: str, count: int, concurrency: int) -> ProbeStats:
+        request = self.request
+        content = request.body.encode() if request.body is not None else None
+        headers = {**request.headers, VERSION_HEADER: side}
+
         def one(client: httpx.Client) -> tuple[bool, float]:
             start = time.perf_counter()
             try:
-                response = client.post(self.endpoint, json=PROBE_BODY, headers={VERSION_HEADER: side})
-                ok = response.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            return ok, (time.perf_counter() - start) * 1000
+                if request.json_body is not None:
+                    response = client.request(request.method, self.url(), json=request.json_body, headers=headers)
+                else:
+                    response = client.request(request.method, self.url(), content=content, headers=headers)
+                ok, answer = response.status_code < 400, str(response.status_code)
+            except httpx.TimeoutException:
+                ok, answer = False, "timeout"
+            except httpx.HTTPError as exc:
+                ok, answer = False, type(exc).__name__
+            return ok, (time.perf_counter() - start) * 1000, answer
 
         with httpx.Client(timeout=self.timeout_s) as client, \
                 concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
             results = list(pool.map(lambda _: one(client), range(count)))
-        latencies = [ms for ok, ms in results if ok]
-        return ProbeStats(sent=count, ok=sum(ok for ok, _ in results), p95_ms=p95(latencies))
+        latencies = [ms for ok, ms, _ in results if ok]
+        failed = collections.Counter(answer for ok, _, answer in results if not ok)
+        answers = ", ".join(f"{a} x{n}" for a, n in failed.most_common())
+        return ProbeStats(sent=count, ok=sum(ok for ok, _, _ in results), p95_ms=p95(latencies), answers=answers)
 
     def evaluate(self, gates: GateConfig, baseline_p95_ms: float | None = None) -> GateVerdict:
         if not gates.enabled:
             return GateVerdict(True, "disabled", "gates disabled by config")
+        self.request = gates.probe
         canary = self.probe("canary", gates.min_probes, gates.probe_concurrency)
         primary = self.probe("primary", gates.min_probes, gates.probe_concurrency)
         return judge(gates, canary, primary, baseline_p95_ms)

@@ -13,12 +13,14 @@ from typing import Callable
 
 import httpx
 
-from runtime import apps
+from runtime import apps, packaging, splitter
+from runtime.constants import PROJECT_DIR
 from runtime.errors import RolloutFailed
 from runtime.gates import serve_status_verdict
 from runtime.live import LiveService, observe
 from runtime.serve_api import ServeClient
 from runtime.spec import ServiceSpec
+from traffic import protocol
 
 OnFail = Callable[[str], None] | None  # called with the reason before a wait gives up
 
@@ -28,6 +30,27 @@ class ServeActions:
         self.spec = spec
         self.client = client
         self.poll_s = poll_s
+        self._code_uri: str | None = None
+        self._record_uri: str | None = None
+
+    # --------------------------------------------------------------- packages
+    def code_uri(self) -> str | None:
+        """The declared version's code_dir, uploaded once (content-addressed)."""
+        version = self.spec.version
+        if version.code_dir and self._code_uri is None:
+            self._code_uri = packaging.ensure_uploaded(self.client.http, version.code_dir, version.code_hash
+                                                       or packaging.digest(version.code_dir))
+        return self._code_uri
+
+    def record_uri(self) -> str:
+        """gpuserve's `traffic` package, which the routing record imports on the cluster."""
+        if self._record_uri is None:
+            self._record_uri = packaging.ensure_module_uploaded(self.client.http, PROJECT_DIR / "traffic")
+        return self._record_uri
+
+    def router_app(self, primary: str, canary: str | None, weights: dict[str, float]) -> dict:
+        record = apps.router_app(self.spec, primary, canary, weights)
+        return {**record, "runtime_env": {"py_modules": [self.record_uri()]}}
 
     # --------------------------------------------------------------- reading
     def live(self) -> LiveService:
@@ -38,12 +61,18 @@ class ServeActions:
 
     # --------------------------------------------------------------- writing
     def apply(self, change: Callable[[dict[str, dict]], dict[str, dict]]) -> None:
-        """The one way to write Serve: read, change our apps, PUT the union."""
-        self.client.update_apps(change, http_options=self.spec.http_options)
+        """The one way to write Serve: read, change our apps, PUT the union. Every version
+        app of the service sits on its hidden prefix, where the splitter sends traffic."""
+        service = self.spec.service
+
+        def with_prefixes(current: dict[str, dict]) -> dict[str, dict]:
+            return {name: apps.with_hidden_prefix(service, name, config) for name, config in change(current).items()}
+
+        self.client.update_apps(with_prefixes, http_options=self.spec.http_options)
 
     def put_declared_version(self, replicas: int) -> None:
         """Write the app of the version the spec declares, at `replicas` replicas."""
-        app = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, replicas)
+        app = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, replicas, self.code_uri())
         self.apply(lambda a: {**a, app["name"]: app})
 
     def scale(self, version: str, replicas: int, on_fail: OnFail = None, purpose: str | None = None) -> None:
@@ -62,7 +91,7 @@ class ServeActions:
         weights = {primary: round(100 - canary_traffic, 4)}
         if canary:
             weights[canary] = canary_traffic
-        router = apps.router_app(self.spec, primary, canary, weights)
+        router = self.router_app(primary, canary, weights)
         user = router["deployments"][0]["user_config"]
         if canary:
             user["rollout_started_at"] = started or time.time()
@@ -82,7 +111,7 @@ class ServeActions:
     def remove_version(self, version: str, primary: str) -> None:
         """Route everything to `primary`, then delete `version`'s app and wait until it is gone."""
         name = apps.version_app_name(self.spec.service, version)
-        router = apps.router_app(self.spec, primary, None, {primary: 100})
+        router = self.router_app(primary, None, {primary: 100})
         self.apply(lambda a: {**{k: v for k, v in a.items() if k != name}, router["name"]: router})
         self.wait_router(primary, None, 0)
         self.wait_gone(version)
@@ -96,8 +125,8 @@ class ServeActions:
 
     def in_place_update_needed(self, version: str, replicas: int) -> tuple[dict, dict] | None:
         """The version and router apps a lightweight change needs, or None if live already matches."""
-        wanted = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, replicas)
-        router_wanted = apps.router_app(self.spec, version, None, {version: 100})
+        wanted = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, replicas, self.code_uri())
+        router_wanted = self.router_app(version, None, {version: 100})
         live = self.live()
         current = self.app(version)
         if current and _same_app(current.config, wanted) and _same_app(live.router_config or {}, router_wanted):
@@ -106,24 +135,29 @@ class ServeActions:
 
     # --------------------------------------------------------------- waiting
     def wait_router(self, primary: str, canary: str | None, canary_traffic: float) -> None:
-        """Wait until the Router replica has applied the weights (it reports them on GET)."""
-        url = self.spec.http_url.rstrip("/") + self.spec.route_prefix
+        """Wait until the data plane serves the weights: every splitter instance when
+        their admin sockets are known (local), else the public routes page."""
         want = {primary: round(100 - canary_traffic, 4)}
         if canary and canary_traffic:
             want[canary] = float(canary_traffic)
         want = {v: w for v, w in want.items() if w > 0}
+        if self.spec.splitter_admins:
+            confirmed = splitter.confirm_routes(self.spec.splitter_admins, self.spec.service, primary, want)
+            if confirmed:
+                return
+        url = self.spec.http_url.rstrip("/") + protocol.RESERVED_PREFIX + "routes"
         deadline = time.monotonic() + 60
         last = None
         while time.monotonic() < deadline:
             try:
-                last = httpx.get(url, timeout=5).json()
-                if last.get("primary") == primary and last.get("weights") == want:
+                last = splitter.route_of(httpx.get(url, timeout=5).json(), self.spec.service)
+                if last and last.get("primary") == primary and last.get("weights") == want:
                     return
             except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(self.poll_s / 2)
-        raise RolloutFailed(f"router of {self.spec.service} did not apply weights {want} within 60s; "
-                            f"it reports {last}")
+        raise RolloutFailed(f"the splitter at {url} did not apply {self.spec.service} weights {want} "
+                            f"within 60s; it reports {last}")
 
     def wait_ready(self, version: str, replicas: int, purpose: str, on_fail: OnFail) -> None:
         """Wait until exactly `replicas` replicas of `version` run. A failed Serve status or
@@ -160,8 +194,9 @@ class ServeActions:
 
 def _with_replicas(config: dict, replicas: int, spec: ServiceSpec) -> dict:
     config = {**config, "deployments": [dict(d) for d in config["deployments"]]}
+    scaled = apps.scaled_deployment(config)
     for deployment in config["deployments"]:
-        if deployment.get("name") != apps.MODEL_DEPLOYMENT:
+        if deployment.get("name") != scaled:
             continue
         if "autoscaling_config" in deployment:
             deployment["autoscaling_config"] = apps.autoscaling_bounds(spec.scaling, replicas)

@@ -151,6 +151,11 @@ class ServeClient:
     def close(self) -> None:
         self._http.close()
 
+    @property
+    def http(self) -> httpx.Client:
+        """The authenticated dashboard client, for the package API (runtime/packaging.py)."""
+        return self._http
+
     def __enter__(self) -> "ServeClient":
         return self
 

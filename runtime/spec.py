@@ -13,7 +13,7 @@ Whether changing a field restarts replicas is declared on the field itself:
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,9 +31,22 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ProbeRequest(_Frozen):
+    """The request a gate sends to each version, pinned with `x-serve-version`. Any
+    answer below 400 counts as served. Point it at a route of your app that exercises
+    the model, e.g. POST /generate with a small body, or at a health route."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
+    path: str = Field("/", pattern=r"^/[^\s#]*$", max_length=2048)
+    json_body: Any = None  # sent as JSON when set
+    body: str | None = Field(None, max_length=1 << 20)  # sent as is when set
+    headers: dict[str, str] = {}
+
+
 class GateConfig(_Frozen):
     """Health gates evaluated after each wave's bake."""
 
+    probe: ProbeRequest = change(STRATEGY, ProbeRequest())
     enabled: bool = change(STRATEGY, True)
     min_success_rate: float = change(STRATEGY, 0.99, ge=0.0, le=1.0)
     # Canary p95 latency must stay within this multiple of the primary's p95.
@@ -68,15 +81,33 @@ class RolloutStrategy(_Frozen):
 
 
 class VersionSpec(_Frozen):
-    """One immutable build: a change of any of these needs new replicas."""
+    """One immutable build: a change of any heavy field needs new replicas.
+
+    A version label names exactly one build: `code_hash` (the files of `code_dir`) and
+    `artifact_hash` (the artifact's bytes, or its URI's text). The rollout refuses the
+    same label with other hashes (components/rollout.py)."""
 
     version: str = change(HEAVY)
     import_path: str = change(HEAVY)
-    artifact: str = change(HEAVY)
+    artifact: str | None = change(HEAVY, None)
+    # The code: a local directory, shipped content-addressed through the cluster's
+    # package API as the working_dir (runtime/packaging.py) ...
+    code_dir: str | None = change(INERT, None)
+    code_hash: str | None = change(HEAVY, None)
+    artifact_hash: str | None = change(HEAVY, None)
+    # ... and/or a remote URI (s3://, gs://, https://...zip): the working_dir when there is
+    # no code_dir, else one of py_modules.
     working_dir: str | None = change(HEAVY, None)
+    pip: list[str] = change(HEAVY, [])
     env_vars: dict[str, str] = change(HEAVY, {})
     num_gpus: float = change(HEAVY, 1.0)
     num_cpus: float = change(HEAVY, 0.0)
+    # The deployment that holds the GPU replicas: the rollout scales this one.
+    deployment: str = change(HEAVY, "Model")
+    # Options of the app's other deployments (a graph), by the user's names; applied in place.
+    deployments: dict[str, dict[str, Any]] = change(LIGHT, {})
+    # Serve `args` for a builder function; None for an import path naming an Application.
+    args: dict[str, Any] | None = change(HEAVY, None)
 
 
 class ScalingSpec(_Frozen):
@@ -108,10 +139,15 @@ class ServiceSpec(_Frozen):
     pool: str | None = change(INERT, None)  # the node pool it runs on (for policies and reports)
     route_prefix: str = change(LIGHT)
     request_timeout_s: float = change(LIGHT, 30.0)
+    # The splitter answers 413 above this body size.
+    max_body_bytes: int = change(LIGHT, 10 << 20)
     version: VersionSpec
     scaling: ScalingSpec
     rollout: RolloutStrategy = RolloutStrategy()
-    http_url: str = change(LIGHT, description="Serve HTTP proxy base URL, for probes")
+    http_url: str = change(LIGHT, description="the public (splitter) base URL, for probes")
+    # Admin sockets of every local splitter instance: a weight change counts as done
+    # when each of them serves it. Empty: check through the public URL instead.
+    splitter_admins: list[str] = change(INERT, [])
     # Serve's http_options when this service is the first to start Serve (k8s target);
     # None keeps whatever the running Serve instance has (local target).
     http_options: dict[str, Any] | None = change(INERT, None)

@@ -1,4 +1,8 @@
-"""The version app: one Serve application per (service, version), named
+"""gpuserve 0.1.0's version app, kept so that Serve can restart replicas of versions
+deployed by 0.1.0 (they name this import path). New versions ship their own code
+(examples/classifier for the classifier).
+
+The version app: one Serve application per (service, version), named
 `<service>--<version>`, with no route prefix. Only the Router calls it.
 
 Build it from a Serve config with `import_path: runtime.app.model:build` and
@@ -18,7 +22,7 @@ import time
 
 from ray import serve
 
-from runtime.app.tiny_model import TinyModel
+from runtime.app.legacy import TinyModel
 
 
 class InjectedFault(RuntimeError):

@@ -1,7 +1,7 @@
-"""Where the Router lived before it moved to `traffic.router`. Routers deployed by gpuserve
-0.1.0 name this import path; Serve imports it again whenever it restarts such a replica,
-until the next change of the service redeploys the router from `traffic.router`."""
+"""Where the Router lived in gpuserve 0.1.0, whose routers name this import path. Serve
+imports it again if it restarts such a replica before the controller rewrites the
+service's routing record (traffic.router), which it does at the service's next write."""
 
-from traffic.router import Router, build  # noqa: F401
+from traffic.router import RoutingRecord as Router, build  # noqa: F401
 
 __all__ = ["Router", "build"]

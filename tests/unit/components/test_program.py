@@ -59,7 +59,20 @@ def test_each_service_gets_one_rollout_with_its_version_spec():
     (rollout,) = registered(LOCAL).of_type("ModelRollout")
     spec = rollout.inputs["spec"]
     assert (spec["service"], spec["version"]["version"], spec["version"]["num_gpus"]) == ("llm", "v1", 0.5)
-    assert spec["version"]["artifact"].endswith("runtime/app/models/v1.npz")
+    assert spec["version"]["artifact"] == "models/v1.npz"  # inside the shipped classifier's code
+
+
+def test_the_version_spec_pins_the_code_and_artifact_by_their_hashes():
+    (rollout,) = registered(LOCAL).of_type("ModelRollout")
+    version = rollout.inputs["spec"]["version"]
+    assert version["code_dir"].endswith("examples/classifier")
+    assert len(version["code_hash"]) == 64 and len(version["artifact_hash"]) == 64
+
+
+def test_the_splitter_serves_the_public_port_in_front_of_serve():
+    (splitter,) = registered(LOCAL).of_type("LocalSplitter")
+    assert splitter.inputs["listen"].startswith("127.0.0.1:")
+    assert splitter.inputs["instances"] == 2
 
 
 def test_the_rollout_is_parented_to_its_model_service_component():

@@ -1,7 +1,8 @@
 """An in-memory Ray Serve for controller tests.
 
-It answers the two calls the controller makes on `runtime.serve_api.ServeClient`,
-`state()` and `update_apps()`, plus the Router's GET, which `_wait_router` polls.
+It answers the calls the controller makes on `runtime.serve_api.ServeClient`,
+`state()`, `update_apps()` and the package API (`http`), plus the splitter's routes page,
+which `wait_router` polls when no splitter admin socket is given.
 `state()` goes through the real `parse_state`, so the controller reads the same shapes
 as from the REST API. Each `state()` read is one poll: a new replica is STARTING for
 `start_polls` polls, then RUNNING; a version listed in `broken_versions` has a
@@ -41,12 +42,28 @@ class _Replica:
     polls_left: int
 
 
-class _RouterReply:
-    def __init__(self, body: dict):
-        self._body = body
+class _Reply:
+    def __init__(self, body: dict | None = None, status_code: int = 200):
+        self._body = body or {}
+        self.status_code = status_code
+        self.text = ""
 
     def json(self) -> dict:
         return self._body
+
+
+class _PackageApi:
+    """The dashboard's /api/packages/gcs/<name>: GET says whether it exists, PUT stores it."""
+
+    def __init__(self):
+        self.packages: dict[str, bytes] = {}
+
+    def get(self, path: str, **_kwargs) -> _Reply:
+        return _Reply(status_code=200 if path in self.packages else 404)
+
+    def put(self, path: str, content: bytes = b"", **_kwargs) -> _Reply:
+        self.packages[path] = content
+        return _Reply()
 
 
 class FakeServe:
@@ -61,6 +78,7 @@ class FakeServe:
         self.puts: list[Put] = []
         self.attempts = 0
         self._ids = itertools.count(1)
+        self.http = _PackageApi()
 
     # ------------------------------------------------------ the ServeClient API
     def state(self) -> ServeState:
@@ -83,14 +101,18 @@ class FakeServe:
         self._deploy(copy.deepcopy(wanted))
         return before
 
-    def http_get(self, url: str, **_kwargs) -> _RouterReply:
-        """What the Router replica answers on GET: the weights it has applied."""
-        path = urlparse(url).path
-        router = next(c for c in self.configs.values() if c.get("route_prefix") == path)
-        user = router["deployments"][0]["user_config"]
-        weights = {v: float(w) for v, w in user.get("weights", {}).items() if float(w) > 0}
-        return _RouterReply({"service": router["name"], "primary": user.get("primary"),
-                             "canary": user.get("canary"), "weights": weights})
+    def http_get(self, url: str, **_kwargs) -> _Reply:
+        """What the splitter answers on /-/gpuserve/routes: the table it read from Serve."""
+        assert urlparse(url).path == "/-/gpuserve/routes", url
+        routes = []
+        for name, config in self.configs.items():
+            deployment = config["deployments"][0]
+            if apps.version_of(name) is None and deployment.get("name") == apps.ROUTER_DEPLOYMENT:
+                user = deployment["user_config"]
+                weights = {v: float(w) for v, w in user.get("weights", {}).items() if float(w) > 0}
+                routes.append({"service": name, "prefix": user.get("route_prefix"), "primary": user.get("primary"),
+                               "canary": user.get("canary") or "", "weights": weights})
+        return _Reply({"routes": routes})
 
     # ---------------------------------------------------------------- internals
     def _deploy(self, wanted: dict[str, dict]) -> None:

@@ -6,7 +6,7 @@ from runtime import apps
 from runtime.serve_api import validate_deploy_config
 from runtime.spec import ScalingSpec, ServiceSpec, VersionSpec
 
-VERSION = VersionSpec(version="v2", import_path="runtime.app.model:build", artifact="/m/v2.npz", num_gpus=0.5)
+VERSION = VersionSpec(version="v2", import_path="app:app", artifact="models/v2.npz", num_gpus=0.5)
 SCALING = ScalingSpec(num_replicas=4, max_ongoing_requests=8, max_queued_requests=16, user_config={"temperature": 2})
 SPEC = ServiceSpec(service="llm", route_prefix="/llm", version=VERSION, scaling=SCALING, http_url="http://x")
 
@@ -20,9 +20,43 @@ def test_version_and_router_apps_validate_against_serve_deploy_schema():
     assert validate_deploy_config(config) is config
 
 
-def test_a_version_app_is_named_service_dash_dash_version_without_a_route():
+def test_a_version_app_is_named_service_dash_dash_version_on_its_hidden_prefix():
     app = apps.version_app("llm", VERSION, SCALING, 3)
-    assert (app["name"], app["route_prefix"], apps.app_replicas(app)) == ("llm--v2", None, 3)
+    assert (app["name"], app["route_prefix"], apps.app_replicas(app)) == ("llm--v2", "/_v/llm/v2", 3)
+
+
+def test_a_user_app_keeps_its_own_deployment_names_and_gets_no_args_unless_given():
+    version = VERSION.model_copy(update={"deployment": "TextGen",
+                                         "deployments": {"Tokenizer": {"num_replicas": 2}}})
+    app = apps.version_app("llm", version, SCALING, 3)
+    assert [d["name"] for d in app["deployments"]] == ["TextGen", "Tokenizer"]
+    assert app["deployments"][1] == {"num_replicas": 2, "name": "Tokenizer"}
+    assert "args" not in app
+    # The live state names the scaled deployment, so its replicas are read without the spec.
+    assert apps.app_replicas(app) == 3
+    assert validate_deploy_config({"applications": [app]})
+
+
+def test_the_code_ships_as_the_uploaded_package_and_the_app_learns_who_it_is():
+    version = VERSION.model_copy(update={"working_dir": "s3://bucket/extra.zip", "pip": ["numpy==2.1.0"]})
+    env = apps.version_app("llm", version, SCALING, 1, code_uri="gcs://_ray_pkg_abc.zip")["runtime_env"]
+    assert env["working_dir"] == "gcs://_ray_pkg_abc.zip"
+    assert env["py_modules"] == ["s3://bucket/extra.zip"]
+    assert env["pip"] == ["numpy==2.1.0"]
+    assert {k: env["env_vars"][k] for k in ("GPUSERVE_SERVICE", "GPUSERVE_VERSION", "GPUSERVE_ARTIFACT")} == {
+        "GPUSERVE_SERVICE": "llm", "GPUSERVE_VERSION": "v2", "GPUSERVE_ARTIFACT": "models/v2.npz"}
+    assert "PYTHONPATH" not in env["env_vars"]
+
+
+def test_a_remote_uri_alone_is_the_working_dir():
+    version = VERSION.model_copy(update={"working_dir": "https://example.com/code.zip"})
+    assert apps.version_app("llm", version, SCALING, 1)["runtime_env"]["working_dir"] == "https://example.com/code.zip"
+
+
+def test_a_version_app_deployed_by_0_1_gets_its_hidden_prefix_at_the_next_write():
+    legacy = {"name": "llm--v1", "route_prefix": None, "deployments": []}
+    assert apps.with_hidden_prefix("llm", "llm--v1", legacy)["route_prefix"] == "/_v/llm/v1"
+    assert apps.with_hidden_prefix("other", "llm--v1", legacy) is legacy
 
 
 def test_fractional_gpus_reach_ray_actor_options():
@@ -43,7 +77,9 @@ def test_autoscaling_bounds_scale_with_the_canary_share():
     assert validate_deploy_config({"applications": [app]})
 
 
-def test_the_request_timeout_reaches_the_router_in_place_not_through_a_restart():
+def test_the_routing_record_takes_no_traffic_and_carries_the_table_in_place():
     router = apps.router_app(SPEC, "v1", None, {"v1": 100})
-    assert router["args"] == {"service": "llm"}
-    assert router["deployments"][0]["user_config"]["request_timeout_s"] == SPEC.request_timeout_s
+    assert router["route_prefix"] is None and "args" not in router
+    table = router["deployments"][0]["user_config"]
+    assert (table["route_prefix"], table["request_timeout_s"], table["max_body_bytes"]) == (
+        "/llm", SPEC.request_timeout_s, 10 << 20)

@@ -8,7 +8,7 @@ import pytest
 
 from runtime.gates import ProbeStats, judge, p95, serve_status_verdict
 from runtime.serve_api import AppState, DeploymentState
-from runtime.spec import GateConfig
+from runtime.spec import GateConfig, ProbeRequest
 
 DATA = Path(__file__).parent / "data"
 GATES = GateConfig(min_success_rate=0.99, max_latency_ratio=2.0, latency_floor_ms=50, min_probes=20)
@@ -36,7 +36,13 @@ def test_latency_budget_has_a_floor_for_a_very_fast_primary():
 
 def test_success_rate_failure_names_the_figures():
     verdict = judge(GATES, ProbeStats(120, 85, 10.0), HEALTHY_PRIMARY)
-    assert verdict.detail == "canary success rate 70.8% < 99.0% over 120 probes"
+    assert verdict.detail == "canary success rate 70.8% < 99.0% over 120 probes of GET /"
+
+
+def test_success_rate_failure_names_the_probe_and_what_it_got_so_a_wrong_probe_is_obvious():
+    gates = GATES.model_copy(update={"probe": ProbeRequest(method="POST", path="/generate")})
+    verdict = judge(gates, ProbeStats(20, 0, 0.0, answers="404 x20"), HEALTHY_PRIMARY)
+    assert verdict.detail.endswith("of POST /generate (failed: 404 x20)")
 
 
 def app(status: str, deployment_status: str, deployment_message: str = "", message: str = "") -> AppState:

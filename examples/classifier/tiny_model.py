@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+CODE_DIR = Path(__file__).resolve().parent
+MODELS_DIR = CODE_DIR / "models"
 N_FEATURES = 4
 CLASSES = ("setosa", "versicolor", "virginica")
 
@@ -29,8 +30,8 @@ class TinyModel:
     def load(cls, path: str | Path) -> "TinyModel":
         """Load weights from an .npz artifact; raise with the path if it is unusable."""
         path = Path(path)
-        if not path.is_absolute():
-            path = MODELS_DIR.parent.parent.parent / path
+        if not path.is_absolute():  # relative to the code dir, which ships with the model
+            path = CODE_DIR / path
         with np.load(path) as npz:
             model = cls(w1=npz["w1"], b1=npz["b1"], w2=npz["w2"], b2=npz["b2"])
         if model.w1.shape[0] != N_FEATURES or model.w2.shape[1] != len(CLASSES):

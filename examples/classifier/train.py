@@ -1,4 +1,4 @@
-"""Regenerate the shipped weights: `python -m runtime.app.train`.
+"""Regenerate the shipped weights: `python examples/classifier/train.py`.
 
 Each version trains on the same synthetic 3-class data with its own seed and hidden
 size, by plain gradient descent, so v1 and v2 are both sensible classifiers that give
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.app.tiny_model import CLASSES, MODELS_DIR, N_FEATURES, TinyModel
+from tiny_model import CLASSES, MODELS_DIR, N_FEATURES, TinyModel
 
 CENTRES = np.array(
     [[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.3, 1.3], [6.6, 3.0, 5.6, 2.0]]

@@ -1,0 +1,3 @@
+module gpuserve/splitter
+
+go 1.22

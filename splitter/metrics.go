@@ -1,0 +1,89 @@
+package main
+
+// Per-version counters: what the gates of issue "Gates that see what users see" read
+// from real traffic. Prometheus text format, served on the reserved path and on the
+// admin socket.
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+)
+
+var buckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+type seriesKey struct{ service, version, code string }
+type histKey struct{ service, version string }
+
+type histogram struct {
+	counts []uint64
+	sum    float64
+	n      uint64
+}
+
+type Metrics struct {
+	mu       sync.Mutex
+	requests map[seriesKey]uint64
+	latency  map[histKey]*histogram
+}
+
+func NewMetrics() *Metrics {
+	return &Metrics{requests: map[seriesKey]uint64{}, latency: map[histKey]*histogram{}}
+}
+
+// Observe counts one answered request; d is the time to the response headers (0: none).
+func (m *Metrics) Observe(service, version string, status int, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.requests[seriesKey{service, version, fmt.Sprint(status)}]++
+	if d <= 0 {
+		return
+	}
+	k := histKey{service, version}
+	h := m.latency[k]
+	if h == nil {
+		h = &histogram{counts: make([]uint64, len(buckets))}
+		m.latency[k] = h
+	}
+	s := d.Seconds()
+	for i, b := range buckets {
+		if s <= b {
+			h.counts[i]++
+		}
+	}
+	h.sum += s
+	h.n++
+}
+
+func (m *Metrics) Write(w io.Writer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	fmt.Fprintln(w, "# HELP gpuserve_requests_total Requests answered, by service, version and HTTP status.")
+	fmt.Fprintln(w, "# TYPE gpuserve_requests_total counter")
+	keys := make([]seriesKey, 0, len(m.requests))
+	for k := range m.requests {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
+	for _, k := range keys {
+		fmt.Fprintf(w, "gpuserve_requests_total{service=%q,version=%q,code=%q} %d\n", k.service, k.version, k.code, m.requests[k])
+	}
+	fmt.Fprintln(w, "# HELP gpuserve_response_seconds Time from request to response headers, by service and version.")
+	fmt.Fprintln(w, "# TYPE gpuserve_response_seconds histogram")
+	hkeys := make([]histKey, 0, len(m.latency))
+	for k := range m.latency {
+		hkeys = append(hkeys, k)
+	}
+	sort.Slice(hkeys, func(i, j int) bool { return fmt.Sprint(hkeys[i]) < fmt.Sprint(hkeys[j]) })
+	for _, k := range hkeys {
+		h := m.latency[k]
+		for i, b := range buckets {
+			fmt.Fprintf(w, "gpuserve_response_seconds_bucket{service=%q,version=%q,le=\"%g\"} %d\n", k.service, k.version, b, h.counts[i])
+		}
+		fmt.Fprintf(w, "gpuserve_response_seconds_bucket{service=%q,version=%q,le=\"+Inf\"} %d\n", k.service, k.version, h.n)
+		fmt.Fprintf(w, "gpuserve_response_seconds_sum{service=%q,version=%q} %g\n", k.service, k.version, h.sum)
+		fmt.Fprintf(w, "gpuserve_response_seconds_count{service=%q,version=%q} %d\n", k.service, k.version, h.n)
+	}
+}

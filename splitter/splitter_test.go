@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+const state = `{"applications": {
+  "llm": {"route_prefix": null, "status": "RUNNING", "deployed_app_config": {"deployments": [
+    {"name": "Router", "user_config": {"primary": "v1", "canary": "v2", "weights": {"v1": 75, "v2": 25},
+     "route_prefix": "/llm", "request_timeout_s": 0.5, "max_body_bytes": 16}}]}},
+  "llm--v1": {"route_prefix": "/_v/llm/v1", "status": "RUNNING", "deployed_app_config": {"deployments": []}},
+  "llm--v2": {"route_prefix": "/_v/llm/v2", "status": "RUNNING", "deployed_app_config": {"deployments": []}},
+  "old": {"route_prefix": "/old", "status": "RUNNING", "deployed_app_config": {"deployments": [
+    {"name": "Router", "user_config": {"primary": "v1", "weights": {"v1": 100}}}]}}
+}}`
+
+func splitterFor(t *testing.T, upstream http.Handler) *httptest.Server {
+	t.Helper()
+	up := httptest.NewServer(upstream)
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	s := NewSplitter(u, 1024, NewMetrics())
+	table, err := BuildTable([]byte(state), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.table.Store(table)
+	front := httptest.NewServer(s)
+	t.Cleanup(front.Close)
+	return front
+}
+
+func TestTableReadsTheRoutingRecordAndIgnoresLegacyRouters(t *testing.T) {
+	table, err := BuildTable([]byte(state), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(table.Routes) != 1 || table.Routes[0].Upstreams["v2"] != "/_v/llm/v2" {
+		t.Fatalf("routes: %+v", table.Routes)
+	}
+	if r, rest := table.Match("/llm/a/b"); r == nil || rest != "/a/b" {
+		t.Fatalf("match /llm/a/b: %v %q", r, rest)
+	}
+	if r, _ := table.Match("/llmx"); r != nil {
+		t.Fatal("/llmx must not match /llm")
+	}
+}
+
+func TestPinnedRequestReachesItsVersionWithPathAndQuery(t *testing.T) {
+	var seen string
+	front := splitterFor(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = r.URL.RequestURI()
+		w.WriteHeader(201)
+	}))
+	req, _ := http.NewRequest("PATCH", front.URL+"/llm/items/7?x=1&y=%20", nil)
+	req.Header.Set("x-serve-version", "canary")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 201 || seen != "/_v/llm/v2/items/7?x=1&y=%20" || resp.Header.Get("x-serve-version") != "v2" {
+		t.Fatalf("status %d, upstream saw %q, version %q", resp.StatusCode, seen, resp.Header.Get("x-serve-version"))
+	}
+}
+
+func TestErrorsHaveOneShapeAndEchoNothing(t *testing.T) {
+	front := splitterFor(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second)
+	}))
+	cases := []struct {
+		name, pin, body string
+		header          int
+		want            int
+	}{
+		{"unknown pin", "v9-<script>", "", 0, 404},
+		{"body over the limit", "", strings.Repeat("x", 17), 0, 413},
+		{"headers over the limit", "", "", 2000, 431},
+		{"timeout", "", "", 0, 504},
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest("POST", front.URL+"/llm", strings.NewReader(c.body))
+		if c.pin != "" {
+			req.Header.Set("x-serve-version", c.pin)
+		}
+		if c.header > 0 {
+			req.Header.Set("x-big", strings.Repeat("h", c.header))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		var shape map[string]string
+		if resp.StatusCode != c.want || json.Unmarshal(body, &shape) != nil || shape["error"] == "" {
+			t.Fatalf("%s: status %d body %s", c.name, resp.StatusCode, body)
+		}
+		if strings.Contains(string(body), "script") || strings.Contains(string(body), "hhhh") {
+			t.Fatalf("%s: echoed input: %s", c.name, body)
+		}
+	}
+}
+
+func TestRedirectsNameThePublicPrefix(t *testing.T) {
+	front := splitterFor(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/_v/llm/v1/docs?a=b", http.StatusFound)
+	}))
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("GET", front.URL+"/llm/docs", nil)
+	req.Header.Set("x-serve-version", "v1")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Header.Get("Location"); got != "/llm/docs?a=b" {
+		t.Fatalf("Location %q", got)
+	}
+}
+
+func TestStreamsReachTheClientChunkByChunk(t *testing.T) {
+	release := make(chan struct{})
+	front := splitterFor(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		<-release // the last chunk waits until the client has the first
+		io.WriteString(w, "data: last\n\n")
+	}))
+	resp, err := http.Get(front.URL + "/llm/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+	if line != "data: first\n" {
+		t.Fatalf("first line %q", line)
+	}
+	close(release)
+}
