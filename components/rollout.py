@@ -222,7 +222,7 @@ class ModelRolloutProvider(ResourceProvider):
         claimed = known.get(new.get("version"))
         mine = identity(new)
         if claimed and mine["code"] and claimed != mine:
-            failures.append(CheckFailure("spec", identity_conflict(service, new.get("version"), claimed, mine)))
+            failures.append(CheckFailure("version", identity_conflict(service, new.get("version"), claimed, mine)))
         elif old and old.get("version") == new.get("version"):
             from runtime.spec import HEAVY, VersionSpec, fields_of_kind
 
@@ -231,7 +231,7 @@ class ModelRolloutProvider(ResourceProvider):
                      if k != "version" and k in old and old.get(k) != new.get(k)]
             if drift:
                 failures.append(CheckFailure(
-                    "spec",
+                    "version",
                     f"version {new.get('version')} of {service} is immutable, but "
                     f"{', '.join(drift)} changed; give this build a new version string so it rolls out",
                 ))

@@ -41,6 +41,8 @@ class Classifier:
         self.temperature = float(user_config.get("temperature", 1.0))
 
     async def __call__(self, request: Request) -> JSONResponse:
+        if self.error_rate and random.random() < self.error_rate:
+            return JSONResponse({"error": "injected fault", "version": self.version}, status_code=500)
         if request.method == "GET":
             return JSONResponse({"service": self.service, "version": self.version, "classes": list(CLASSES),
                                  "features": N_FEATURES})
@@ -55,8 +57,6 @@ class Classifier:
             if isinstance(exc, KeyError) or (body is not None and not isinstance(body, dict)):
                 message = 'body must be JSON {"features": [4 numbers]}'
             return JSONResponse({"error": message[:200]}, status_code=400)
-        if self.error_rate and random.random() < self.error_rate:
-            return JSONResponse({"error": "injected fault", "version": self.version}, status_code=500)
         return JSONResponse({"service": self.service, "version": self.version, "replica": self.replica, **result})
 
 

@@ -79,7 +79,7 @@ def prepare_project(root: Path, toolchain: Toolchain) -> Path:
     `toolchain`'s venv. Returns its path."""
     project = root / "project"
     (project / "stacks").mkdir(parents=True, exist_ok=True)
-    for entry in ("__main__.py", "components", "runtime", "policies", "traffic"):
+    for entry in ("__main__.py", "components", "runtime", "policies", "traffic", "examples"):
         target = project / entry
         if not target.exists() and (REPO / entry).exists():
             target.symlink_to(REPO / entry)
@@ -170,7 +170,7 @@ class LocalStack:
         self.project = prepare_project(self.root, self.toolchain)
         base = free_port_block()
         self.ports = self.ports or {"http_port": base, "dashboard_port": base + 1, "gcs_port": base + 2,
-                                    "internal_ports_start": base + 5}
+                                    "public_port": base + 3, "internal_ports_start": base + 5}
         self.env_vars = stack_env_vars(self.root, self.toolchain)
         self.env = {**os.environ, **self.env_vars, "PULUMI_HOME": str(self.root / "pulumi-home")}
         self.workspace = auto.LocalWorkspace(
@@ -228,10 +228,18 @@ class LocalStack:
         return state.get("resources") or []
 
     def ray_head(self) -> dict | None:
+        return self.resource_outputs("LocalRayHead")
+
+    def resource_outputs(self, type_suffix: str) -> dict | None:
         for resource in self.resources():
-            if resource["type"].endswith("LocalRayHead"):
+            if resource["type"].endswith(type_suffix):
                 return resource.get("outputs")
         return None
+
+    def splitter_instances(self) -> list:
+        from runtime.splitter import from_dicts
+
+        return from_dicts((self.resource_outputs("LocalSplitter") or {}).get("instances_live"))
 
     def token(self) -> str:
         return Path(self.ray_head()["token_path"]).read_text().strip()
@@ -241,14 +249,20 @@ class LocalStack:
         return f"http://127.0.0.1:{self.ports['dashboard_port']}"
 
     def endpoint(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports['http_port']}/{service}"
+        """The public URL of a service: the splitter's port (Serve's own proxy is behind it)."""
+        return f"http://127.0.0.1:{self.ports.get('public_port', self.ports['http_port'])}/{service}"
 
     def destroy(self) -> None:
+        from runtime import splitter
+
         head = self.ray_head()
+        instances = self.splitter_instances()
         try:
             self._run("destroy", check=True)
         finally:
             # Belt and braces: whatever happened above, leave no process of ours behind.
+            for instance in instances:
+                splitter.stop_instance(instance, grace_s=2)
             if head and head.get("sid"):
                 local_cluster.stop({k: head[k] for k in ("pid", "sid", "started_at", "dashboard_url",
                                                           "token_path", "log_path")})
@@ -257,11 +271,16 @@ class LocalStack:
             shutil.rmtree(local_cluster.ray_temp_dir(self.ports["gcs_port"]), ignore_errors=True)
 
 
-class Load:
-    """Background clients on loopback that count every response by (status, version)."""
+CLASSIFY = {"method": "POST", "json": {"features": [5.9, 3.0, 4.2, 1.5]}}
 
-    def __init__(self, url: str, clients: int = 4, headers: dict | None = None):
+
+class Load:
+    """Background clients on loopback that count every response by (status, version).
+    `request` is httpx.request's keywords beyond the URL (default: a classifier call)."""
+
+    def __init__(self, url: str, clients: int = 4, headers: dict | None = None, request: dict | None = None):
         self.url, self.clients, self.headers = url, clients, headers or {}
+        self.request = request or CLASSIFY
         self.counts: Counter = Counter()
         self.errors: list[tuple[float, str]] = []
         self._stop = threading.Event()
@@ -272,7 +291,7 @@ class Load:
         with httpx.Client(timeout=30) as client:
             while not self._stop.is_set():
                 try:
-                    response = client.post(self.url, json={"features": [5.9, 3.0, 4.2, 1.5]}, headers=self.headers)
+                    response = client.request(url=self.url, headers=self.headers, **self.request)
                     key = (response.status_code, response.headers.get("x-serve-version"))
                     if response.status_code != 200:
                         self._error(f"{response.status_code} {response.text[:120]}")
