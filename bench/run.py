@@ -39,7 +39,9 @@ from runtime import apps
 from runtime.plan import plan_rollout
 from runtime.ray_state import gpus_in_use
 from runtime.serve_api import ServeClient
+from runtime.splitter import route_of
 from tests.integration.harness import REPO, LocalStack, Run
+from traffic.protocol import RESERVED_PREFIX
 
 RESULTS = REPO / "bench" / "results"
 
@@ -117,8 +119,9 @@ class Sampler:
                     # such a sample says nothing about capacity, so it is left out.
                     if listed:
                         sample["replicas"] = replicas
-                    if self.route:
-                        sample["weights"] = http.get(self.route).json().get("weights", {})
+                    if self.route:  # the splitter's table for this service
+                        route = route_of(http.get(self.route).json(), self.app_prefix) or {}
+                        sample["weights"] = route.get("weights", {})
                 except (httpx.HTTPError, ValueError, KeyError):
                     pass
                 self.samples.append(sample)
@@ -208,7 +211,7 @@ def versions(target: str, corrupt: Path) -> dict:
         return {"version": "v2"}
     if target == "broken":
         return {"version": "v3", "artifact": str(corrupt)}
-    return {"version": "v2-flaky", "artifact": "runtime/app/models/v2.npz",
+    return {"version": "v2-flaky", "artifact": "models/v2.npz",
             "runtime_env": {"env_vars": {"GPUSERVE_FAULT_ERROR_RATE": "0.2"}}}
 
 
@@ -227,7 +230,7 @@ def run_gpuserve(stack: LocalStack, settings: Settings, scenario: Scenario, inde
     stack.write_config()
     stack.up()  # fresh service at v1 (and the previous scenario's service removed)
     endpoint = stack.endpoint(name)
-    sampler = Sampler(stack, name, endpoint).start()
+    sampler = Sampler(stack, name, endpoint.rsplit("/", 1)[0] + RESERVED_PREFIX + "routes").start()
     load = LoadProcess(endpoint, settings.clients, workdir / f"{name}.jsonl")
     time.sleep(settings.warmup_s)
     stack.services = [service(settings, name, **versions(scenario.target, corrupt))]

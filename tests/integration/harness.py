@@ -252,6 +252,14 @@ class LocalStack:
         """The public URL of a service: the splitter's port (Serve's own proxy is behind it)."""
         return f"http://127.0.0.1:{self.ports.get('public_port', self.ports['http_port'])}/{service}"
 
+    def routing(self, service: str) -> dict:
+        """The routing table the splitter serves for `service` (one instance's view)."""
+        base = self.endpoint(service).rsplit("/", 1)[0]
+        routes = httpx.get(f"{base}/-/gpuserve/routes", timeout=10).json()["routes"]
+        route = next(r for r in routes if r["service"] == service)
+        return {"service": service, "primary": route["primary"], "canary": route["canary"] or None,
+                "weights": route["weights"]}
+
     def destroy(self) -> None:
         from runtime import splitter
 

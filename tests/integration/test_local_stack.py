@@ -61,7 +61,8 @@ def test_the_endpoint_returns_a_prediction_naming_the_version(stack):
 def test_a_malformed_body_gets_a_400_with_one_line_and_no_traceback(stack, features, message):
     response = httpx.post(stack.endpoint("llm"), json={"features": features}, timeout=30)
     assert response.status_code == 400
-    assert response.json() == {"error": message, "version": "v1"}
+    assert response.json() == {"error": message}
+    assert response.headers["x-serve-version"] == "v1"
     for leak in ("Traceback", 'File "', "pid=", "actor_id", "\x1b"):
         assert leak not in response.text
     assert not re.search(r"\b\d{1,3}(\.\d{1,3}){3}\b", response.text), "an IP address reached the client"

@@ -41,7 +41,7 @@ def declare(stack: LocalStack, **service) -> None:
 
 
 def routing(stack: LocalStack) -> dict:
-    return httpx.get(stack.endpoint("llm"), timeout=10).json()
+    return stack.routing("llm")
 
 
 def rollout_outputs(stack: LocalStack) -> dict:
@@ -160,7 +160,7 @@ def test_a_version_whose_constructor_raises_is_rolled_back_with_no_failed_reques
 
 def test_a_canary_failing_a_fifth_of_requests_is_rolled_back_by_the_probe_gate(stack):
     primary = routing(stack)["primary"]
-    output = failed_rollout(stack, primary, version="v1-flaky", artifact="runtime/app/models/v1.npz",
+    output = failed_rollout(stack, primary, version="v1-flaky", artifact="models/v1.npz",
                             runtime_env={"env_vars": {"GPUSERVE_FAULT_ERROR_RATE": "0.2"}})
     assert "rolled back at wave 1/4 (success-rate gate): canary success rate" in output
     assert routing(stack) == {"service": "llm", "primary": primary, "canary": None, "weights": {primary: 100.0}}
