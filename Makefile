@@ -18,9 +18,10 @@ export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 # The language host runs the program, the dynamic providers and the policy pack on this
 # exact interpreter (see scripts/versions.env for why the host is older than the CLI).
 export PULUMI_PYTHON_CMD := $(PY)
-# The local stack's secrets guard nothing but a throwaway cluster token, so it uses a
-# fixed passphrase. Every other stack must bring its own PULUMI_CONFIG_PASSPHRASE.
-ifeq ($(STACK),local)
+# A local-target stack's secrets guard nothing but a throwaway cluster token, so such
+# stacks (`local`, the examples') use a fixed passphrase. An aws stack must bring its own
+# PULUMI_CONFIG_PASSPHRASE.
+ifeq ($(shell grep -qs 'gpuserve:target: *aws' stacks/Pulumi.$(STACK).yaml && echo aws),)
 export PULUMI_CONFIG_PASSPHRASE ?= gpuserve-local-stack
 endif
 PULUMI := $(TOOLS)/pulumi

@@ -141,8 +141,38 @@ def provider(monkeypatch):
 def test_changing_a_build_without_a_new_version_string_is_refused(provider, field, value):
     result = provider.check({"spec": spec("v1")}, {"spec": spec("v1", **{f"version__{field}": value})})
     (failure,) = result.failures
-    assert failure.property == "spec"
+    assert failure.property == "version"
     assert f"version v1 of llm is immutable, but {field} changed" in failure.reason
+
+
+def hashed(version: str, code: str, artifact: str = "a" * 64) -> dict:
+    return spec(version, version__code_hash=code * 64, version__artifact_hash=artifact)
+
+
+def test_a_known_label_with_other_code_is_refused_naming_both_hashes(provider):
+    result = provider.check({"spec": hashed("v2", "1")}, {"spec": hashed("v2", "2")})
+    (failure,) = result.failures
+    assert failure.reason.startswith("version v2 of llm already names code 111111111111 + artifact aaaaaaaaaaaa; "
+                                     "this deploy has code 222222222222 + artifact aaaaaaaaaaaa. Bump the version")
+    assert "x-serve-version: v2 must always reach the same code" in failure.reason
+
+
+def test_every_label_ever_deployed_keeps_its_build_not_only_the_current_one(provider):
+    first = provider.check({}, {"spec": hashed("v1", "1")}).inputs
+    second = provider.check(first, {"spec": hashed("v2", "2")}).inputs
+    assert set(second["identities"]) == {"v1", "v2"}
+    # Back to v1 with v2's code: refused, although v1 is no longer the live version.
+    (failure,) = provider.check(second, {"spec": hashed("v1", "2")}).failures
+    assert "version v1 of llm already names code 111111111111" in failure.reason
+    # The same build under a new label is fine: a label names one build, not the reverse.
+    assert provider.check(second, {"spec": hashed("v3", "1")}).failures == []
+
+
+def test_state_written_before_labels_had_hashes_is_adopted_not_refused(provider):
+    legacy = {"spec": {**spec("v1"), "version": {k: v for k, v in spec("v1")["version"].items()
+                                                 if k not in ("code_hash", "artifact_hash", "code_dir", "pip",
+                                                              "deployment", "deployments", "args")}}}
+    assert provider.check(legacy, {"spec": hashed("v1", "1")}).failures == []
 
 
 def test_a_new_version_string_or_a_lightweight_change_passes_the_check(provider):
