@@ -103,6 +103,7 @@ test-fast: venv crds splitter
 
 bench: setup
 	$(PY) -m bench.run
+	$(PY) -m bench.router_overhead
 	$(PY) -m bench.preview_scale
 
 clean: down

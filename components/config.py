@@ -238,6 +238,10 @@ class AwsTarget(Strict):
     # be given explicitly: in a pod it is the wildcard address, never a host's.
     pod_bind_address: str = Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}$")
     dcgm_exporter: bool = False
+    # The data plane: an image built from splitter/Dockerfile and pushed to a registry
+    # the nodes can pull from (README, "The aws target"), and how many pods run it.
+    splitter_image: str = Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=300)
+    splitter_replicas: int = Field(2, ge=1, le=64)
 
 
 class _Stack(Strict):

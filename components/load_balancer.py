@@ -2,8 +2,9 @@
 
 local: the splitter (splitter/, Go): `local.splitter_instances` processes sharing
        127.0.0.1:<public_port>, in front of the Serve proxy; health check `/-/healthz`.
-aws:   a Kubernetes Service of type LoadBalancer over the Serve proxies of every Ray
-       node, reconciled by the AWS Load Balancer Controller into an NLB: internal unless
+aws:   the splitter as a Deployment (`aws.splitter_replicas` pods, a PodDisruptionBudget,
+       the Serve proxies of every Ray node as its upstream), behind a Kubernetes Service
+       of type LoadBalancer reconciled by the AWS Load Balancer Controller into an NLB: internal unless
        `public_load_balancer: true`, health-checked on `/-/healthz`, cross-zone, TLS when
        a certificate ARN is given. The Ray dashboard is never behind it.
 """
@@ -77,10 +78,21 @@ class InferenceLoadBalancer(pulumi.ComponentResource):
 
         from components.aws import render
 
-        manifest = render.serve_service(args.runtime.cluster_name, args.aws)
+        cluster, ns = args.runtime.cluster_name, args.aws.namespace
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[args.runtime])
+        proxies = render.serve_proxies_service(cluster, ns)
+        k8s.core.v1.Service(f"{name}-serve-proxies", metadata=proxies["metadata"], spec=proxies["spec"],
+                            opts=k8s_opts)
+        deployment = render.splitter_deployment(cluster, args.aws, f"{cluster}-dashboard-token")
+        splitter = k8s.apps.v1.Deployment(f"{name}-splitter", metadata=deployment["metadata"],
+                                          spec=deployment["spec"], opts=k8s_opts)
+        budget = render.splitter_disruption_budget(cluster, ns)
+        k8s.policy.v1.PodDisruptionBudget(f"{name}-splitter-pdb", metadata=budget["metadata"], spec=budget["spec"],
+                                          opts=k8s_opts)
+        manifest = render.serve_service(cluster, args.aws)
         service = k8s.core.v1.Service(
             f"{name}-service", metadata=manifest["metadata"], spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[args.runtime]),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[args.runtime, splitter]),
         )
         scheme = "https" if args.aws.tls_certificate_arn else "http"
         in_cluster = f"{manifest['metadata']['name']}.{args.aws.namespace}.svc.cluster.local"

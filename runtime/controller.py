@@ -41,7 +41,7 @@ class RolloutController:
                  log: Callable[[str], None] | None = None, poll_s: float = 0.5):
         self.spec = spec
         self.serve = ServeActions(spec, client, poll_s)
-        self.prober = prober or Prober(spec.http_url.rstrip("/") + spec.route_prefix)
+        self.prober = prober or Prober(spec.http_url.rstrip("/") + spec.route_prefix, spec.rollout.gates.probe)
         self.log = log or (lambda line: print(line, flush=True))
         self.poll_s = poll_s
         self.history = History()
@@ -276,8 +276,10 @@ class RolloutController:
         stats = self.prober.probe("primary", gates.min_probes, gates.probe_concurrency)
         self.baseline_p95_ms = round(stats.p95_ms, 1) if stats.ok else None
         self.serve.write_router(primary, canary, canary_traffic, started, self.baseline_p95_ms)
-        self.say(f"latency baseline: primary {primary} p95 {stats.p95_ms:.0f}ms over {stats.sent} probes",
-                 step="baseline", baseline_p95_ms=self.baseline_p95_ms)
+        figures = (f"p95 {stats.p95_ms:.0f}ms over {stats.sent} probes" if stats.ok else
+                   f"answered none of {stats.sent} probes ({stats.answers}); no baseline")
+        self.say(f"latency baseline: primary {primary} {figures}", step="baseline",
+                 baseline_p95_ms=self.baseline_p95_ms)
 
     def _status_verdict(self, version: str) -> GateVerdict:
         app = self.serve.app(version)

@@ -118,10 +118,10 @@ def judge(gates: GateConfig, canary: ProbeStats, primary: ProbeStats | None,
 class Prober:
     """Sends pinned probe requests (GateConfig.probe) through the service's public route."""
 
-    def __init__(self, endpoint: str, timeout_s: float = 10.0):
+    def __init__(self, endpoint: str, request: ProbeRequest | None = None, timeout_s: float = 10.0):
         self.endpoint = endpoint.rstrip("/")
         self.timeout_s = timeout_s
-        self.request = ProbeRequest()
+        self.request = request or ProbeRequest()
 
     def url(self) -> str:
         return self.endpoint + ("" if self.request.path == "/" else self.request.path)
@@ -156,7 +156,6 @@ class Prober:
     def evaluate(self, gates: GateConfig, baseline_p95_ms: float | None = None) -> GateVerdict:
         if not gates.enabled:
             return GateVerdict(True, "disabled", "gates disabled by config")
-        self.request = gates.probe
         canary = self.probe("canary", gates.min_probes, gates.probe_concurrency)
         primary = self.probe("primary", gates.min_probes, gates.probe_concurrency)
         return judge(gates, canary, primary, baseline_p95_ms)

@@ -33,6 +33,8 @@ DCGM_EXPORTER_IMAGE = "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3-4.1.3-ubuntu22.04"
 RAY_IMAGE = "rayproject/ray:2.60.0-py311-gpu"
 RAY_VERSION = "2.60.0"
 SERVE_PORT = 8000
+SPLITTER_PORT = 8080
+SPLITTER_LABELS = {"app.kubernetes.io/name": "gpuserve-splitter"}
 TOKEN_KEY = "auth_token"
 PUBLIC_ANNOTATION = "gpuserve.io/public"
 
@@ -261,7 +263,7 @@ def dashboard_internal_url(cluster: str, ns: str) -> str:
 
 
 def serve_service(cluster: str, aws: AwsTarget) -> dict:
-    """The Serve proxies of every node behind an NLB (AWS Load Balancer Controller)."""
+    """The splitter's pods behind an NLB (AWS Load Balancer Controller)."""
     public = aws.public_load_balancer
     annotations = {
         # Our own record of intent: the policy pack allows internet-facing only with it.
@@ -274,19 +276,88 @@ def serve_service(cluster: str, aws: AwsTarget) -> dict:
         "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port": "traffic-port",
         "service.beta.kubernetes.io/aws-load-balancer-attributes": "load_balancing.cross_zone.enabled=true",
     }
-    ports = [{"name": "http", "port": 80, "targetPort": SERVE_PORT, "protocol": "TCP"}]
+    ports = [{"name": "http", "port": 80, "targetPort": SPLITTER_PORT, "protocol": "TCP"}]
     if aws.tls_certificate_arn:
         annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"] = aws.tls_certificate_arn
         annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-ports"] = "443"
-        ports.append({"name": "https", "port": 443, "targetPort": SERVE_PORT, "protocol": "TCP"})
+        ports.append({"name": "https", "port": 443, "targetPort": SPLITTER_PORT, "protocol": "TCP"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {**_meta(f"{cluster}-serve", aws.namespace), "annotations": annotations},
         "spec": {
             "type": "LoadBalancer",
-            # Only the Serve proxy port: the dashboard (8265) is never exposed here.
-            "selector": {"ray.io/cluster": cluster},
+            # Only the splitter: the Serve proxies (and their hidden version prefixes)
+            # and the dashboard (8265) are never exposed here.
+            "selector": {**SPLITTER_LABELS, "gpuserve.io/cluster": cluster},
             "ports": ports,
         },
     }
+
+
+def serve_proxies_service(cluster: str, ns: str) -> dict:
+    """Every node's Serve proxy, inside the cluster only: the splitter's upstream."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(f"{cluster}-serve-proxies", ns),
+        "spec": {"type": "ClusterIP", "selector": {"ray.io/cluster": cluster},
+                 "ports": [{"name": "serve", "port": SERVE_PORT, "targetPort": SERVE_PORT, "protocol": "TCP"}]},
+    }
+
+
+def splitter_deployment(cluster: str, aws: AwsTarget, secret_name: str) -> dict:
+    """The splitter (splitter/, built from splitter/Dockerfile into `aws.splitter_image`):
+    `aws.splitter_replicas` pods spread over nodes, reading the routing table from the
+    head's dashboard with the cluster's token, forwarding to the Serve proxies."""
+    labels = {**SPLITTER_LABELS, "gpuserve.io/cluster": cluster}
+    ns = aws.namespace
+    container = {
+        "name": "splitter",
+        "image": aws.splitter_image,
+        "args": [f"-listen={aws.pod_bind_address}:{SPLITTER_PORT}",
+                 f"-upstream=http://{cluster}-serve-proxies.{ns}.svc.cluster.local:{SERVE_PORT}",
+                 f"-serve-api={dashboard_internal_url(cluster, ns)}",
+                 "-token-file=/var/run/gpuserve/token",
+                 "-admin=/tmp/splitter-admin.sock"],
+        "ports": [{"name": "http", "containerPort": SPLITTER_PORT}],
+        "readinessProbe": {"httpGet": {"path": HEALTH_PATH, "port": SPLITTER_PORT}, "periodSeconds": 2},
+        "livenessProbe": {"httpGet": {"path": HEALTH_PATH, "port": SPLITTER_PORT}, "periodSeconds": 10,
+                          "failureThreshold": 6},
+        "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False},
+        "volumeMounts": [{"name": "token", "mountPath": "/var/run/gpuserve", "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(f"{cluster}-splitter", ns, labels),
+        "spec": {
+            "replicas": aws.splitter_replicas,
+            "selector": {"matchLabels": labels},
+            # New pods serve before old ones go: the data plane never drops to zero.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [container],
+                    "terminationGracePeriodSeconds": 15,
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                                   "whenUnsatisfiable": "ScheduleAnyway",
+                                                   "labelSelector": {"matchLabels": labels}}],
+                    "volumes": [{"name": "token", "secret": {"secretName": secret_name,
+                                                             "items": [{"key": TOKEN_KEY, "path": "token"}]}},
+                                {"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def splitter_disruption_budget(cluster: str, ns: str) -> dict:
+    labels = {**SPLITTER_LABELS, "gpuserve.io/cluster": cluster}
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _meta(f"{cluster}-splitter", ns, labels),
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}}

@@ -57,7 +57,9 @@ def service_name(example_name: str) -> str:
 def stack(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("examples"), gpus=6, services=services({}),
                        rollout={"max_surge_percent": 50, "bake_seconds": 1, "step_timeout_seconds": 120,
-                                "gates": {"min_probes": 10}})
+                                # The gates are not under test here (test_rollouts.py): a wide
+                                # latency budget keeps a noisy 2-core machine from failing them.
+                                "gates": {"min_probes": 20, "max_latency_ratio": 4}})
     stack.up()
     yield stack
     stack.destroy()

@@ -10,6 +10,8 @@ FAKE_OUTPUTS = {
         "token_path": "/tmp/token", "pid": 1, "alive": True},
     "pulumi-python:dynamic/gpuserve:LocalServe": lambda inputs: {
         "http_url": f"http://127.0.0.1:{int(inputs['http_port'])}", "healthy": True},
+    "pulumi-python:dynamic/gpuserve:LocalSplitter": lambda inputs: {
+        "url": f"http://{inputs['listen']}", "admins": ["/tmp/splitter-0.sock", "/tmp/splitter-1.sock"]},
     "pulumi-python:dynamic/gpuserve:ModelRollout": lambda inputs: {
         "primary_version": inputs["spec"]["version"]["version"], "canary_version": None},
 }

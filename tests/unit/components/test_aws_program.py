@@ -36,9 +36,13 @@ def registered(name: str, **changes) -> RecordingMocks:
     return mocks
 
 
-def one(mocks: RecordingMocks, suffix: str):
-    (found,) = mocks.of_type(suffix)
+def one(mocks: RecordingMocks, suffix: str, name: str | None = None):
+    (found,) = [r for r in mocks.of_type(suffix) if name is None or r.name == name]
     return found
+
+
+def load_balancer(mocks: RecordingMocks):
+    return one(mocks, "kubernetes:core/v1:Service", "gpu-lb-service")
 
 
 def test_the_node_group_carries_the_gpu_taint():
@@ -99,21 +103,32 @@ def test_the_dashboard_token_reaches_the_cluster_only_as_a_secret():
 
 
 def test_the_load_balancer_is_internal_unless_declared_public():
-    service = one(registered("dev"), "kubernetes:core/v1:Service")
+    service = load_balancer(registered("dev"))
     assert service.inputs["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
 
 
 def test_a_public_load_balancer_is_internet_facing_with_tls():
     aws = yaml.safe_load((REPO / "stacks/Pulumi.dev.yaml").read_text())["config"]["gpuserve:aws"]
     aws.update(public_load_balancer=True, tls_certificate_arn="arn:aws:acm:us-west-2:123456789012:certificate/abc")
-    annotations = one(registered("dev", aws=aws), "kubernetes:core/v1:Service").inputs["metadata"]["annotations"]
+    annotations = load_balancer(registered("dev", aws=aws)).inputs["metadata"]["annotations"]
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internet-facing"
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-ports"] == "443"
 
 
-def test_the_dashboard_port_is_never_on_the_load_balancer():
-    ports = one(registered("dev"), "kubernetes:core/v1:Service").inputs["spec"]["ports"]
-    assert all(p["targetPort"] == render.SERVE_PORT for p in ports)
+def test_only_the_splitter_is_on_the_load_balancer_never_the_dashboard_or_serves_hidden_prefixes():
+    service = load_balancer(registered("dev")).inputs["spec"]
+    assert all(p["targetPort"] == render.SPLITTER_PORT for p in service["ports"])
+    assert service["selector"]["app.kubernetes.io/name"] == "gpuserve-splitter"
+
+
+def test_the_splitter_runs_two_pods_that_never_all_go_at_once():
+    mocks = registered("dev")
+    deployment = one(mocks, "kubernetes:apps/v1:Deployment").inputs["spec"]
+    assert deployment["replicas"] == 2
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert one(mocks, "kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["minAvailable"] == 1
+    args = deployment["template"]["spec"]["containers"][0]["args"]
+    assert "-upstream=http://gpuserve-gpu-serve-proxies.gpuserve.svc.cluster.local:8000" in args
 
 
 def test_the_rollout_reaches_the_dashboard_through_the_internal_endpoint():

@@ -47,7 +47,10 @@ def rendered_k8s(name: str) -> list[dict]:
     config = stack(name)
     objects = [render.namespace(config.aws.namespace),
                render.dashboard_secret("gpuserve-gpu", config.aws.namespace, "t" * 64),
-               render.serve_service("gpuserve-gpu", config.aws)]
+               render.serve_service("gpuserve-gpu", config.aws),
+               render.serve_proxies_service("gpuserve-gpu", config.aws.namespace),
+               render.splitter_deployment("gpuserve-gpu", config.aws, "gpuserve-gpu-dashboard-token"),
+               render.splitter_disruption_budget("gpuserve-gpu", config.aws.namespace)]
     for pool in config.node_pools:
         objects += [render.device_plugin_daemonset(pool), render.dcgm_exporter_daemonset(pool)]
     return objects

@@ -84,3 +84,37 @@ def test_a_loaded_canary_is_judged_against_the_primarys_load_before_the_rollout(
 def test_without_a_baseline_an_idle_primary_sets_the_budget():
     verdict = judge(GATES, ProbeStats(40, 40, 70.0), ProbeStats(40, 40, 5.0))
     assert (verdict.passed, verdict.gate) == (False, "latency")
+
+
+def test_every_probe_sends_the_services_own_request_pinned_to_its_side():
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from runtime.gates import Prober
+
+    seen = []
+
+    class App(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"]))
+            seen.append((self.command, self.path, self.headers["x-serve-version"], json.loads(body)))
+            self.send_response(404 if self.path != "/svc/generate" else 200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), App)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/svc"
+        request = ProbeRequest(method="POST", path="/generate", json_body={"prompt": "hi"})
+        stats = Prober(endpoint, request).probe("primary", 3, 1)
+        wrong = Prober(endpoint, ProbeRequest(method="POST", path="/nope", json_body={})).probe("canary", 2, 1)
+    finally:
+        server.shutdown()
+    assert (stats.sent, stats.ok) == (3, 3)
+    assert seen[0] == ("POST", "/svc/generate", "primary", {"prompt": "hi"})
+    assert (wrong.ok, wrong.answers) == (0, "404 x2")
