@@ -5,7 +5,7 @@ Serve records a replica's start failure as a wall of text: a preamble, the actor
 with its pid, IP and actor id, and the traceback, in which Serve's own frames wrap the
 user's ("RuntimeError: Traceback ..."). An operator needs three things from it: the
 exception's type, its message and where in *their* code it was raised, e.g.
-`ValueError: This file contains pickled data ... (at runtime/app/tiny_model.py:34 in load)`.
+`ValueError: This file contains pickled data ... (at tiny_model.py:35 in load)`.
 """
 
 from __future__ import annotations
@@ -56,5 +56,10 @@ def _user_code(path: str) -> bool:
 
 
 def _short(path: str) -> str:
-    """The last three parts of a path: enough to find the file, without the host's layout."""
-    return "/".join(path.split("/")[-3:])
+    """The file's path inside the shipped code (after Ray's `_ray_pkg_<hash>` directory),
+    else its last three parts: enough to find the file, without the host's layout."""
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        if part.startswith("_ray_pkg_"):
+            return "/".join(parts[i + 1:])
+    return "/".join(parts[-3:])

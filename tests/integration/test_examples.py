@@ -160,6 +160,25 @@ def test_each_example_rolls_out_v1_to_v2_under_load_with_no_failed_request(stack
     assert f"[{service_name(name)}] rollout complete: v2 is primary" in result.log
 
 
+def test_a_user_app_that_cannot_start_fails_up_with_its_own_exception_and_frame(stack):
+    broken = {"name": "broken", "pool": "gpu", "version": "v1", "code_dir": "tests/integration/apps/broken",
+              "import_path": "app:app", "deployment": "Broken", "num_replicas": 1,
+              "ray_actor_options": {"num_gpus": 0.5}, "rollout": {"step_timeout_seconds": 60}}
+    declared = stack.services
+    stack.services = [*declared, broken]
+    stack.write_config()
+    try:
+        result = stack.up(check=False)
+    finally:
+        stack.services = declared
+        stack.write_config()
+    assert not result.ok
+    assert "WeightsMissing: BYO-V3-BOOM: no weights at /models/v3 (at app.py:13 in __init__)" in result.log, \
+        result.report()
+    cleaned = stack.up()
+    assert cleaned.ok and httpx.get(stack.endpoint("items") + "/healthz", timeout=30).status_code == 200
+
+
 def test_losing_one_splitter_instance_under_load_fails_at_most_the_requests_in_flight_on_it(stack):
     instances = stack.splitter_instances()
     assert len(instances) == 2 and all(i.alive() for i in instances)

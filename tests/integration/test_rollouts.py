@@ -150,7 +150,7 @@ def test_a_version_whose_constructor_raises_is_rolled_back_with_no_failed_reques
         output = failed_rollout(stack, primary, version="v3", artifact=str(corrupt))
     assert "rollout of llm v3 rolled back before wave 1 (serve-status gate)" in output
     # The replica's own exception and where in the model's code it was raised, not Serve's summary.
-    assert "ValueError: This file contains pickled" in output and "tiny_model.py:34 in load" in output
+    assert "ValueError: This file contains pickled" in output and "tiny_model.py:35 in load" in output
     assert load.failed == 0, load.errors[:5]
     assert routing(stack)["primary"] == primary and routing(stack)["canary"] is None
     refreshed = stack.refresh()

@@ -39,3 +39,11 @@ def test_a_message_without_a_traceback_has_no_cause():
 def test_any_text_yields_none_or_one_bounded_line(text):
     cause = replica_cause(text)
     assert cause is None or ("\n" not in cause and len(cause) <= MAX_TEXT + 200)
+
+
+def test_a_frame_of_shipped_code_is_named_by_its_path_inside_the_package():
+    message = ('Traceback (most recent call last):\n'
+               '  File "/tmp/ray/session_1/runtime_resources/working_dir_files/_ray_pkg_0a1b/sub/app.py", '
+               'line 7, in __init__\n    raise WeightsMissing("BYO-V3-BOOM")\n'
+               'WeightsMissing: BYO-V3-BOOM\n')
+    assert replica_cause(message) == "WeightsMissing: BYO-V3-BOOM (at sub/app.py:7 in __init__)"
