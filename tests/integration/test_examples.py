@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import os
 import re
+import shutil
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -35,12 +37,14 @@ def example(name: str) -> dict:
     return yaml.safe_load((REPO / "stacks" / f"Pulumi.{name}.yaml").read_text())["config"]
 
 
-def services(versions: dict[str, str]) -> list[dict]:
+def services(versions: dict[str, str], code_dirs: dict[str, str] | None = None) -> list[dict]:
     """Every example's service at the given versions, with fast test-friendly timings."""
     out = []
     for name in EXAMPLES:
         (service,) = example(name)["gpuserve:services"]
         service = {**service, "graceful_shutdown_timeout_s": 1, "ray_actor_options": {"num_gpus": 0.5}}
+        if name in (code_dirs or {}):
+            service["code_dir"] = code_dirs[name]
         version = versions.get(name, "v1")
         service["version"] = version
         if service.get("artifact"):
@@ -54,8 +58,17 @@ def service_name(example_name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("examples"), gpus=6, services=services({}),
+def fastapi_code(tmp_path_factory) -> Path:
+    """A copy of examples/fastapi, so a test can change the code under a deployed label."""
+    copy = tmp_path_factory.mktemp("code") / "fastapi"
+    shutil.copytree(REPO / "examples" / "fastapi", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, fastapi_code):
+    stack = LocalStack(tmp_path_factory.mktemp("examples"), gpus=6,
+                       services=services({}, {"fastapi": str(fastapi_code)}),
                        rollout={"max_surge_percent": 50, "bake_seconds": 1, "step_timeout_seconds": 120,
                                 # The gates are not under test here (test_rollouts.py): a wide
                                 # latency budget keeps a noisy 2-core machine from failing them.
@@ -150,7 +163,8 @@ def test_each_example_rolls_out_v1_to_v2_under_load_with_no_failed_request(stack
     path, request = REQUESTS[name]
     with Load(stack.endpoint(service_name(name)) + path, clients=2, request=request) as load:
         time.sleep(2)
-        stack.services = services({**{n: s["version"] for n, s in zip(EXAMPLES, stack.services)}, name: "v2"})
+        stack.services = services({**{n: s["version"] for n, s in zip(EXAMPLES, stack.services)}, name: "v2"},
+                                  {"fastapi": stack.services[2]["code_dir"]})
         stack.write_config()
         result = stack.up()
         time.sleep(2)
@@ -158,6 +172,20 @@ def test_each_example_rolls_out_v1_to_v2_under_load_with_no_failed_request(stack
     seen = {version for (status, version) in load.counts}
     assert {"v1", "v2"} <= seen, load.counts
     assert f"[{service_name(name)}] rollout complete: v2 is primary" in result.log
+
+
+def test_a_code_change_under_a_deployed_label_is_refused_at_preview_naming_both_hashes(stack, fastapi_code):
+    app = fastapi_code / "app.py"
+    original = app.read_text()
+    app.write_text(original + "\n# a change\n")
+    try:
+        refused = stack.preview(check=False)
+    finally:
+        app.write_text(original)
+    assert not refused.ok
+    assert re.search(r"version v\d of items already names code [0-9a-f]{12} \+ artifact [0-9a-f]{12}; this deploy has "
+                     r"code [0-9a-f]{12} \+ artifact [0-9a-f]{12}\. Bump the version", refused.log), refused.report()
+    assert stack.preview().changes == {}  # the original code is the label's own again
 
 
 def test_a_user_app_that_cannot_start_fails_up_with_its_own_exception_and_frame(stack):
