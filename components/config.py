@@ -19,6 +19,7 @@ file, read top to bottom. How problems are reported lives in config_errors.py.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -28,6 +29,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -102,7 +104,7 @@ class ServiceConfig(Strict):
     # The code: a local directory (relative to the project), packaged content-addressed
     # and uploaded to the cluster; and/or a remote zip URI (s3://, gs://, https://).
     code_dir: str | None = None
-    working_dir: str | None = Field(None, pattern=REMOTE_URI)
+    working_dir: str | None = None
     pip: list[Annotated[str, Field(min_length=1, max_length=200)]] = []
     # Serve `args` when import_path names a builder function.
     args: dict[str, Any] | None = None
@@ -124,6 +126,13 @@ class ServiceConfig(Strict):
     max_body_bytes: int = Field(10 << 20, ge=1024, le=1 << 30)
     user_config: dict[str, Any] | None = None
     rollout: RolloutStrategy = RolloutStrategy()
+
+    @field_validator("working_dir")
+    @classmethod
+    def _remote(cls, uri: str | None) -> str | None:
+        if uri is not None and not re.match(REMOTE_URI, uri):
+            raise ValueError("a remote zip URI (s3://, gs://, https://); a local directory goes in code_dir")
+        return uri
 
     @model_validator(mode="after")
     def _one_scaling_mode(self) -> "ServiceConfig":

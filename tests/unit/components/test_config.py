@@ -100,6 +100,14 @@ def test_every_shipped_stack_config_is_valid(stack_file):
                      "GPUs of pool 'gpu' (4)", id="more steady-state GPUs than the pool has are refused"),
         pytest.param("services[0].version", "v9", "gpuserve:services[0].version",
                      "a model artifact that exists", id="a version with no shipped weights is refused"),
+        pytest.param("services[0].working_dir", "./myapp", "gpuserve:services[0].working_dir",
+                     "a local directory goes in code_dir", id="a local working_dir points to code_dir"),
+        pytest.param("services[0].code_dir", "no/such/dir", "gpuserve:services[0].code_dir",
+                     "an existing directory", id="a missing code_dir is refused"),
+        pytest.param("services[0].deployment", "has space", "gpuserve:services[0].deployment",
+                     "pattern", id="a deployment name Serve cannot have is refused"),
+        pytest.param("local.public_port", 18000, "gpuserve:local.http_port",
+                     "a port not used by public_port", id="the splitter and Serve cannot share a port"),
     ],
 )
 def test_bad_values_are_reported_with_path_value_and_rule(path, value, reported_path, allowed):
