@@ -124,6 +124,10 @@ class ServiceConfig(Strict):
     request_timeout_s: float = Field(30.0, gt=0.0, le=3600.0)
     # The splitter answers 413 to a request body over this.
     max_body_bytes: int = Field(10 << 20, ge=1024, le=1 << 30)
+    # A weighted request that fails on the canary before any byte is retried once on the
+    # primary; retries add at most this share of requests (0: off), for these methods.
+    retry_budget_percent: float = Field(20.0, ge=0.0, le=100.0)
+    retry_methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]] = []
     user_config: dict[str, Any] | None = None
     rollout: RolloutStrategy = RolloutStrategy()
 

@@ -118,6 +118,8 @@ def router_app(spec: ServiceSpec, primary: str, canary: str | None, weights: dic
                     "route_prefix": spec.route_prefix,
                     "request_timeout_s": spec.request_timeout_s,
                     "max_body_bytes": spec.max_body_bytes,
+                    "retry_budget_percent": spec.retry_budget_percent,
+                    "retry_methods": list(spec.retry_methods),
                 },
             }
         ],

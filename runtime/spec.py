@@ -141,6 +141,12 @@ class ServiceSpec(_Frozen):
     request_timeout_s: float = change(LIGHT, 30.0)
     # The splitter answers 413 above this body size.
     max_body_bytes: int = change(LIGHT, 10 << 20)
+    # The splitter's fallback (splitter/fallback.go): a weighted request that fails on the
+    # canary before any byte is retried once on the primary, within this budget (extra
+    # requests as a share of the service's requests over 10 s; 0 turns it off), for these
+    # methods (empty: all).
+    retry_budget_percent: float = change(LIGHT, 20.0, ge=0.0, le=100.0)
+    retry_methods: list[str] = change(LIGHT, [])
     version: VersionSpec
     scaling: ScalingSpec
     rollout: RolloutStrategy = RolloutStrategy()

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -98,6 +99,11 @@ func main() {
 		})
 		mux.HandleFunc("/routes", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, splitter.table.Load()) })
 		mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) { metrics.Write(w) })
+		// Every answer since ?since_ms= (unix ms): the gates' real-traffic figures.
+		mux.HandleFunc("/samples", func(w http.ResponseWriter, r *http.Request) {
+			since, _ := strconv.ParseInt(r.URL.Query().Get("since_ms"), 10, 64)
+			writeJSON(w, map[string]any{"pid": os.Getpid(), "samples": metrics.Since(since)})
+		})
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, map[string]any{"pid": os.Getpid(), "listen": *listen})
 		})

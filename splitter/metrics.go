@@ -23,14 +23,66 @@ type histogram struct {
 	n      uint64
 }
 
+type retryKey struct{ service, from, to string }
+
+// Sample is one answered request, as the gates read it: when, which version, the status
+// (502 for a connection error, 504 for a timeout), and the time to the response headers.
+type Sample struct {
+	AtMs      int64   `json:"t"`
+	Service   string  `json:"s"`
+	Version   string  `json:"v"`
+	Status    int     `json:"c"`
+	LatencyMs float64 `json:"ms"`
+}
+
+const sampleCapacity = 1 << 16
+
 type Metrics struct {
 	mu       sync.Mutex
 	requests map[seriesKey]uint64
 	latency  map[histKey]*histogram
+	retries  map[retryKey]uint64
+	samples  []Sample // a ring of the most recent answers
+	next     int
 }
 
 func NewMetrics() *Metrics {
-	return &Metrics{requests: map[seriesKey]uint64{}, latency: map[histKey]*histogram{}}
+	return &Metrics{requests: map[seriesKey]uint64{}, latency: map[histKey]*histogram{},
+		retries: map[retryKey]uint64{}, samples: make([]Sample, 0, sampleCapacity)}
+}
+
+// Retry counts one request that failed on `from` and was sent again to `to`.
+func (m *Metrics) Retry(service, from, to string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.retries[retryKey{service, from, to}]++
+}
+
+// Since returns the samples answered at or after `sinceMs` (unix milliseconds), oldest first.
+func (m *Metrics) Since(sinceMs int64) []Sample {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []Sample{}
+	n := len(m.samples)
+	for k := 0; k < n; k++ {
+		s := m.samples[(m.next+k)%n]
+		if n < sampleCapacity {
+			s = m.samples[k]
+		}
+		if s.AtMs >= sinceMs {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (m *Metrics) record(s Sample) {
+	if len(m.samples) < sampleCapacity {
+		m.samples = append(m.samples, s)
+		return
+	}
+	m.samples[m.next] = s
+	m.next = (m.next + 1) % sampleCapacity
 }
 
 // Observe counts one answered request; d is the time to the response headers (0: none).
@@ -38,6 +90,9 @@ func (m *Metrics) Observe(service, version string, status int, d time.Duration) 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.requests[seriesKey{service, version, fmt.Sprint(status)}]++
+	if version != "none" {
+		m.record(Sample{time.Now().UnixMilli(), service, version, status, float64(d.Microseconds()) / 1000})
+	}
 	if d <= 0 {
 		return
 	}
@@ -69,6 +124,11 @@ func (m *Metrics) Write(w io.Writer) {
 	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
 	for _, k := range keys {
 		fmt.Fprintf(w, "gpuserve_requests_total{service=%q,version=%q,code=%q} %d\n", k.service, k.version, k.code, m.requests[k])
+	}
+	fmt.Fprintln(w, "# HELP gpuserve_retries_total Requests that failed on one version and were retried on another.")
+	fmt.Fprintln(w, "# TYPE gpuserve_retries_total counter")
+	for k, n := range m.retries {
+		fmt.Fprintf(w, "gpuserve_retries_total{service=%q,from=%q,to=%q} %d\n", k.service, k.from, k.to, n)
 	}
 	fmt.Fprintln(w, "# HELP gpuserve_response_seconds Time from request to response headers, by service and version.")
 	fmt.Fprintln(w, "# TYPE gpuserve_response_seconds histogram")

@@ -40,9 +40,13 @@ type ctxKey struct{}
 type exchange struct {
 	route    *Route
 	version  string
-	started  time.Time
+	pinned   bool
+	started  time.Time // of the current attempt
 	timedOut atomic.Bool
-	timer    *time.Timer
+	rest     string // the path below the service's prefix, and its raw form
+	rawRest  string
+	body     []byte // the buffered body of a request that may be retried, else nil
+	retried  bool
 }
 
 func NewSplitter(upstream *url.URL, maxHeaderBytes int, metrics *Metrics) *Splitter {
@@ -59,7 +63,7 @@ func NewSplitter(upstream *url.URL, maxHeaderBytes int, metrics *Metrics) *Split
 	}
 	s.proxy = &httputil.ReverseProxy{
 		Rewrite:        s.rewrite,
-		Transport:      transport,
+		Transport:      &fallback{base: transport, s: s, budget: newBudgets()},
 		FlushInterval:  -1, // every chunk as soon as the version writes it (SSE, token streams)
 		ModifyResponse: s.modifyResponse,
 		ErrorHandler:   s.proxyError,
@@ -97,16 +101,11 @@ func (s *Splitter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, route.MaxBodyBytes)
 	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	ex := &exchange{route: route, version: version, started: time.Now()}
-	// The timeout covers the wait for response headers; a stream may then run on.
-	ex.timer = time.AfterFunc(time.Duration(route.TimeoutS*float64(time.Second)), func() {
-		ex.timedOut.Store(true)
-		cancel()
-	})
-	defer ex.timer.Stop()
-	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(ctx, ctxKey{}, ex)))
+	ex := &exchange{route: route, version: version, pinned: r.Header.Get(VersionHeader) != "", started: time.Now()}
+	if s.mayRetry(ex, r.Method) {
+		bufferBody(r, ex)
+	}
+	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ex)))
 }
 
 var errorText = map[string]string{
@@ -160,22 +159,32 @@ func (s *Splitter) rewrite(pr *httputil.ProxyRequest) {
 	if ex.route.Prefix == "/" {
 		rest = pr.In.URL.Path
 	}
+	ex.rest = rest
+	if pr.In.URL.RawPath != "" {
+		ex.rawRest = strings.TrimPrefix(pr.In.URL.RawPath, ex.route.Prefix)
+		if ex.route.Prefix == "/" {
+			ex.rawRest = pr.In.URL.RawPath
+		}
+	}
 	out := pr.Out.URL
 	out.Scheme, out.Host = s.upstream.Scheme, s.upstream.Host
-	out.Path = hidden + rest
-	if pr.In.URL.RawPath != "" {
-		out.RawPath = hidden + strings.TrimPrefix(pr.In.URL.RawPath, ex.route.Prefix)
-	} else {
-		out.RawPath = ""
-	}
+	setUpstreamPath(out, hidden, ex)
 	out.RawQuery = pr.In.URL.RawQuery
 	pr.Out.Host = pr.In.Host // the app sees the host the client used
 	pr.SetXForwarded()
 }
 
+// setUpstreamPath points an outgoing URL at `hidden` + the request's path below the prefix.
+func setUpstreamPath(out *url.URL, hidden string, ex *exchange) {
+	out.Path = hidden + ex.rest
+	out.RawPath = ""
+	if ex.rawRest != "" {
+		out.RawPath = hidden + ex.rawRest
+	}
+}
+
 func (s *Splitter) modifyResponse(resp *http.Response) error {
 	ex := resp.Request.Context().Value(ctxKey{}).(*exchange)
-	ex.timer.Stop()
 	resp.Header.Set(VersionHeader, ex.version)
 	// A redirect the app sends names its hidden prefix; the client must see the public one.
 	if loc := resp.Header.Get("Location"); loc != "" {

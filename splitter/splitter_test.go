@@ -143,3 +143,101 @@ func TestStreamsReachTheClientChunkByChunk(t *testing.T) {
 	}
 	close(release)
 }
+
+// A service whose canary takes all weighted traffic, and an upstream where the canary
+// fails the way `canary` says and the primary answers 200 with the body it got.
+func failingCanary(t *testing.T, budget string, canary func(w http.ResponseWriter, r *http.Request)) (*httptest.Server, *Metrics) {
+	t.Helper()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/_v/svc/v2") {
+			canary(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		w.Write(body)
+	}))
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	metrics := NewMetrics()
+	s := NewSplitter(u, 1<<16, metrics)
+	table, err := BuildTable([]byte(`{"applications": {
+	  "svc": {"route_prefix": null, "deployed_app_config": {"deployments": [{"name": "Router", "user_config":
+	    {"primary": "v1", "canary": "v2", "weights": {"v2": 100}, "route_prefix": "/svc", "request_timeout_s": 0.3`+budget+`}}]}},
+	  "svc--v1": {"route_prefix": "/_v/svc/v1", "deployed_app_config": {"deployments": []}},
+	  "svc--v2": {"route_prefix": "/_v/svc/v2", "deployed_app_config": {"deployments": []}}}}`), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.table.Store(table)
+	front := httptest.NewServer(s)
+	t.Cleanup(front.Close)
+	return front, metrics
+}
+
+func post(t *testing.T, url, pin, body string) (int, string, string) {
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	if pin != "" {
+		req.Header.Set("x-serve-version", pin)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("x-serve-version"), string(got)
+}
+
+func TestACanaryFailureBeforeAnyByteIsRetriedOnThePrimaryWithTheSameBody(t *testing.T) {
+	failures := map[string]func(http.ResponseWriter, *http.Request){
+		"5xx":     func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) },
+		"timeout": func(w http.ResponseWriter, r *http.Request) { time.Sleep(time.Second) },
+		"reset": func(w http.ResponseWriter, r *http.Request) {
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+		},
+	}
+	for name, fail := range failures {
+		front, metrics := failingCanary(t, "", fail)
+		status, version, body := post(t, front.URL+"/svc/x", "", "payload-"+name)
+		if status != 200 || version != "v1" || body != "payload-"+name {
+			t.Fatalf("%s: got %d from %q: %q", name, status, version, body)
+		}
+		// The gates still see the canary's failure.
+		samples := metrics.Since(0)
+		if len(samples) != 2 || samples[0].Version != "v2" || samples[0].Status < 500 || samples[1].Version != "v1" {
+			t.Fatalf("%s: samples %+v", name, samples)
+		}
+	}
+}
+
+func TestAPinnedRequestGetsItsVersionsFailureAndIsNeverRetried(t *testing.T) {
+	front, metrics := failingCanary(t, "", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	if status, version, _ := post(t, front.URL+"/svc", "canary", "x"); status != 500 || version != "v2" {
+		t.Fatalf("pinned: %d from %q", status, version)
+	}
+	if len(metrics.Since(0)) != 1 {
+		t.Fatal("a pinned request was sent twice")
+	}
+}
+
+func TestPastTheRetryBudgetErrorsPassThrough(t *testing.T) {
+	front, _ := failingCanary(t, `, "retry_budget_percent": 20`, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	failed := 0
+	for i := 0; i < 50; i++ {
+		if status, _, _ := post(t, front.URL+"/svc", "", "x"); status != 200 {
+			failed++
+		}
+	}
+	// 50 requests, retries <= 3 + 20% of 50 = 13: the other 37 fail through.
+	if failed < 35 || failed > 40 {
+		t.Fatalf("%d of 50 failed", failed)
+	}
+}
+
+func TestARetryBudgetOfZeroTurnsTheFallbackOff(t *testing.T) {
+	front, _ := failingCanary(t, `, "retry_budget_percent": 0`, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	if status, version, _ := post(t, front.URL+"/svc", "", "x"); status != 500 || version != "v2" {
+		t.Fatalf("got %d from %q", status, version)
+	}
+}

@@ -30,7 +30,13 @@ type Route struct {
 	Upstreams    map[string]string  `json:"upstreams"` // version -> hidden route prefix
 	TimeoutS     float64            `json:"request_timeout_s"`
 	MaxBodyBytes int64              `json:"max_body_bytes"`
+	// Fallback (fallback.go): retries may add this share of requests; 0 turns it off.
+	RetryBudgetPercent float64  `json:"retry_budget_percent"`
+	RetryMethods       []string `json:"retry_methods"` // empty: every method
 }
+
+// DefaultRetryBudgetPercent applies when the routing record names none.
+const DefaultRetryBudgetPercent = 20
 
 type Table struct {
 	Routes   []Route   `json:"routes"` // longest prefix first
@@ -74,6 +80,8 @@ type record struct {
 	RoutePrefix  string             `json:"route_prefix"`
 	TimeoutS     float64            `json:"request_timeout_s"`
 	MaxBodyBytes int64              `json:"max_body_bytes"`
+	RetryBudget  *float64           `json:"retry_budget_percent"`
+	RetryMethods []string           `json:"retry_methods"`
 }
 
 // BuildTable turns Serve's application state into routes. Pure.
@@ -103,7 +111,11 @@ func BuildTable(body []byte, defaultMaxBody int64) (*Table, error) {
 			}
 			route := Route{Service: name, Prefix: strings.TrimRight(rec.RoutePrefix, "/"), Primary: rec.Primary,
 				Weights: map[string]float64{}, Upstreams: map[string]string{},
-				TimeoutS: rec.TimeoutS, MaxBodyBytes: rec.MaxBodyBytes}
+				TimeoutS: rec.TimeoutS, MaxBodyBytes: rec.MaxBodyBytes,
+				RetryBudgetPercent: DefaultRetryBudgetPercent, RetryMethods: rec.RetryMethods}
+			if rec.RetryBudget != nil {
+				route.RetryBudgetPercent = *rec.RetryBudget
+			}
 			if route.Prefix == "" {
 				route.Prefix = "/"
 			}
