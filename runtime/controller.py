@@ -20,7 +20,8 @@ from typing import Callable
 
 from runtime.decisions import Intent, Move, decide
 from runtime.errors import RolloutFailed
-from runtime.gates import GateVerdict, Prober, serve_status_verdict
+from runtime import analysis
+from runtime.gates import GateVerdict, Prober, TrafficGate, serve_status_verdict
 from runtime.live import History, LiveService
 from runtime.plan import Plan, Step, StepKind, plan_rollback
 from runtime.serve_actions import ServeActions
@@ -38,10 +39,14 @@ class GateFailed(Exception):
 
 class RolloutController:
     def __init__(self, spec: ServiceSpec, client: ServeClient, prober: Prober | None = None,
-                 log: Callable[[str], None] | None = None, poll_s: float = 0.5):
+                 log: Callable[[str], None] | None = None, poll_s: float = 0.5,
+                 traffic: TrafficGate | None = None):
         self.spec = spec
         self.serve = ServeActions(spec, client, poll_s)
         self.prober = prober or Prober(spec.http_url.rstrip("/") + spec.route_prefix, spec.rollout.gates.probe)
+        # Real traffic from every local splitter instance; none where they are not reachable.
+        self.traffic = traffic or TrafficGate(
+            lambda since: analysis.collect(spec.splitter_admins, spec.service, since) if spec.splitter_admins else [])
         self.log = log or (lambda line: print(line, flush=True))
         self.poll_s = poll_s
         self.history = History()
@@ -177,7 +182,7 @@ class RolloutController:
         """Move the canary's traffic share to the step's, bake, and judge the gates."""
         self.serve.shift(primary, canary, step.canary_traffic, started, self.baseline_p95_ms)
         if step.gated:
-            verdict = self._bake_and_gate(canary, step)
+            verdict = self._bake_and_gate(primary, canary, step)
             if not verdict.passed:
                 raise GateFailed(verdict)
 
@@ -251,17 +256,32 @@ class RolloutController:
                 f"before {step.kind.value} {step.wave or ''}".rstrip(),
             ))
 
-    def _bake_and_gate(self, canary: str, step: Step) -> GateVerdict:
+    def _bake_and_gate(self, primary: str, canary: str, step: Step) -> GateVerdict:
+        """Through the bake, every `evaluate_every_seconds`: the canary's Serve status and
+        the real traffic of the last window; a breach ends the bake at once. At its end,
+        probes judge only if real traffic was too thin."""
+        gates = self.spec.rollout.gates
+        since_ms = int(time.time() * 1000)
         end = time.monotonic() + self.spec.rollout.bake_seconds
-        while time.monotonic() < end:
+        judgement = None
+        while True:
             verdict = self._status_verdict(canary)
             if not verdict.passed:
                 return verdict
-            time.sleep(min(self.poll_s, max(0.0, end - time.monotonic())))
-        verdict = self._status_verdict(canary)
-        if not verdict.passed:
-            return verdict
-        verdict = self.prober.evaluate(self.spec.rollout.gates, self.baseline_p95_ms)
+            if gates.enabled:
+                judgement = self.traffic.judge(gates, primary, canary, since_ms)
+                self.history.add(step="evaluation", wave=step.wave, window_s=gates.window_seconds,
+                                 **judgement.record())
+                if judgement.passed is False:
+                    return self._gate_said(step, GateVerdict(False, judgement.gate, judgement.detail))
+            if time.monotonic() >= end:
+                break
+            time.sleep(min(gates.evaluate_every_seconds, max(0.0, end - time.monotonic())))
+        if judgement is not None and judgement.passed:
+            return self._gate_said(step, GateVerdict(True, judgement.gate, judgement.detail))
+        return self._gate_said(step, self.prober.evaluate(gates, self.baseline_p95_ms))
+
+    def _gate_said(self, step: Step, verdict: GateVerdict) -> GateVerdict:
         self.say(f"gate after wave {step.wave} at {step.canary_traffic:.4g}%: "
                  f"{'pass' if verdict.passed else 'FAIL'}: {verdict.detail}",
                  step="gate", wave=step.wave, gate=verdict.figures())
@@ -274,6 +294,13 @@ class RolloutController:
         if not gates.enabled:
             return
         stats = self.prober.probe("primary", gates.min_probes, gates.probe_concurrency)
+        if stats.success_rate < gates.min_success_rate:
+            # The reference itself fails: judging the canary against it would mean nothing.
+            raise GateFailed(GateVerdict(
+                False, "reference-failing",
+                f"the primary {primary} answered {stats.ok} of {stats.sent} probes of {gates.probe.method} "
+                f"{gates.probe.path}" + (f" (failed: {stats.answers})" if stats.answers else "")
+                + "; fix the primary or rollout.gates.probe before rolling out", primary=stats))
         self.baseline_p95_ms = round(stats.p95_ms, 1) if stats.ok else None
         self.serve.write_router(primary, canary, canary_traffic, started, self.baseline_p95_ms)
         figures = (f"p95 {stats.p95_ms:.0f}ms over {stats.sent} probes" if stats.ok else

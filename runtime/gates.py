@@ -14,9 +14,11 @@ import concurrent.futures
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import httpx
 
+from runtime import analysis
 from runtime.causes import MAX_TEXT, replica_cause
 from runtime.serve_api import AppState
 from runtime.spec import GateConfig, ProbeRequest
@@ -159,3 +161,21 @@ class Prober:
         canary = self.probe("canary", gates.min_probes, gates.probe_concurrency)
         primary = self.probe("primary", gates.min_probes, gates.probe_concurrency)
         return judge(gates, canary, primary, baseline_p95_ms)
+
+
+class TrafficGate:
+    """Judges the canary on the requests users sent, as the splitter instances saw them
+    (runtime/analysis.py). `source(since_ms)` returns the service's samples since then."""
+
+    def __init__(self, source: Callable[[int], list[dict]]):
+        self.source = source
+
+    def judge(self, gates: GateConfig, primary: str, canary: str, since_ms: int) -> analysis.Judgement:
+        window_start = max(since_ms, int(time.time() * 1000 - gates.window_seconds * 1000))
+        samples = self.source(window_start)
+        thresholds = analysis.Thresholds(
+            min_success_rate=gates.min_success_rate, min_samples=gates.min_samples,
+            latency_p_value=gates.latency_p_value, latency_slack_ms=gates.latency_slack_ms,
+            gate_client_errors=gates.gate_client_errors)
+        return analysis.judge(analysis.figures(samples, canary, gates.gate_client_errors),
+                              analysis.figures(samples, primary, gates.gate_client_errors), thresholds)

@@ -55,6 +55,17 @@ class GateConfig(_Frozen):
     latency_floor_ms: float = change(STRATEGY, 50.0, ge=0.0)
     min_probes: int = change(STRATEGY, 20, ge=1, le=10_000)
     probe_concurrency: int = change(STRATEGY, 4, ge=1, le=64)
+    # Real traffic (runtime/analysis.py): judged every `evaluate_every_seconds` through the
+    # bake over the last `window_seconds`; probes fill in when the canary had fewer than
+    # `min_samples` requests in the window.
+    window_seconds: float = change(STRATEGY, 10.0, gt=0.0, le=3600.0)
+    evaluate_every_seconds: float = change(STRATEGY, 1.0, gt=0.0, le=60.0)
+    min_samples: int = change(STRATEGY, 20, ge=1, le=1_000_000)
+    # The canary fails on latency when it is slower than the primary by a one-sided
+    # Mann-Whitney U test at this p-value AND its median is slower by more than the slack.
+    latency_p_value: float = change(STRATEGY, 0.001, gt=0.0, lt=1.0)
+    latency_slack_ms: float = change(STRATEGY, 25.0, ge=0.0)
+    gate_client_errors: bool = change(STRATEGY, False)  # count 4xx answers as errors
 
 
 class RolloutStrategy(_Frozen):

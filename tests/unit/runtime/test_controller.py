@@ -20,7 +20,7 @@ import runtime.serve_actions as serve_actions_module
 from runtime import apps
 from runtime.controller import RolloutController
 from runtime.errors import RolloutFailed
-from runtime.gates import GateVerdict, ProbeStats
+from runtime.gates import GateVerdict, ProbeStats, TrafficGate
 from runtime.plan import peak_replicas, traffic_cap
 from runtime.spec import ServiceSpec
 from tests.unit.runtime.fake_serve import FakeServe, Put, SimulatedCrash
@@ -79,6 +79,27 @@ class FakeProber:
         return GateVerdict(True, "probes", "canary 100.0% of 20 ok, p95 12ms")
 
 
+class FakeTraffic(TrafficGate):
+    """The splitter's samples for one window: the primary v1 healthy at 20 ms, the canary
+    v2 with `canary_requests` requests, failing 10 of them from the `fail_from`-th
+    evaluation on."""
+
+    def __init__(self, canary_requests: int = 100, fail_from: int | None = None):
+        super().__init__(self.samples)
+        self.canary_requests, self.fail_from, self.calls = canary_requests, fail_from, 0
+
+    def samples(self, since_ms: int) -> list[dict]:
+        self.calls += 1
+        failing = self.fail_from is not None and self.calls >= self.fail_from
+        canary = [{"v": "v2", "c": 503 if failing and i < 10 else 200, "ms": 20.0} for i in range(self.canary_requests)]
+        return canary + [{"v": "v1", "c": 200, "ms": 20.0}] * 100
+
+
+def baking(seconds: float) -> ServiceSpec:
+    wanted = spec("v2")
+    return wanted.model_copy(update={"rollout": wanted.rollout.model_copy(update={"bake_seconds": seconds})})
+
+
 @contextlib.contextmanager
 def offline(serve: FakeServe):
     # One clock for both modules, so the controller's deadline and the waits' timeouts agree.
@@ -90,8 +111,10 @@ def offline(serve: FakeServe):
         yield
 
 
-def converge(serve: FakeServe, wanted: ServiceSpec, prober: FakeProber | None = None) -> RolloutController:
-    controller = RolloutController(wanted, serve, prober=prober or FakeProber(), log=lambda line: None, poll_s=1.0)
+def converge(serve: FakeServe, wanted: ServiceSpec, prober: FakeProber | None = None,
+             traffic: TrafficGate | None = None) -> RolloutController:
+    controller = RolloutController(wanted, serve, prober=prober or FakeProber(), log=lambda line: None, poll_s=1.0,
+                                   traffic=traffic)
     with offline(serve):
         controller.converge()
     return controller
@@ -170,7 +193,8 @@ def test_a_healthy_rollout_moves_one_surge_per_wave_with_traffic_behind_readines
 def test_a_healthy_rollout_records_deploy_baseline_gated_waves_and_finish():
     serve = serving("v1")
     controller = converge(serve, spec("v2"))
-    kinds = [(e.get("step"), e.get("wave")) for e in controller.history.entries if e.get("step")]
+    kinds = [(e.get("step"), e.get("wave")) for e in controller.history.entries
+             if e.get("step") and e["step"] != "evaluation"]
     assert kinds == [("deploy-canary", None), ("baseline", None),
                      ("gate", 1), ("wave", 1), ("gate", 2), ("wave", 2), ("gate", 3), ("wave", 3),
                      ("gate", 4), ("finish", 4)]
@@ -204,6 +228,51 @@ def test_a_gate_failing_at_any_wave_rolls_back_to_a_full_primary(wave):
     # Capacity safety on every PUT covers the rollback too: the primary regrows
     # before traffic returns to it.
     assert_capacity_safe(serve.puts)
+    assert_serves_only(serve, "v1")
+
+
+def test_a_breach_in_real_traffic_ends_the_bake_at_once_and_rolls_back():
+    serve = serving("v1")
+    traffic, prober = FakeTraffic(fail_from=3), FakeProber()
+    with pytest.raises(RolloutFailed, match=r"rolled back at wave 1/4 \(traffic-errors gate\): canary failed 10 of "
+                                            r"100 real requests \(10\.0% > 1\.0%\)"):
+        converge(serve, baking(30), prober, traffic)
+    assert traffic.calls == 3  # evaluated every second; the third window breached: no 30 s wait
+    assert prober.baselines == []  # real traffic decided; no probe gate ran
+    assert_capacity_safe(serve.puts)
+    assert_serves_only(serve, "v1")
+
+
+def test_healthy_real_traffic_passes_every_wave_without_probes_and_each_evaluation_is_on_record():
+    serve = serving("v1")
+    traffic, prober = FakeTraffic(), FakeProber()
+    controller = converge(serve, baking(3), prober, traffic)
+    assert prober.baselines == []
+    assert_serves_only(serve, "v2")
+    evaluations = [e for e in controller.history.entries if e.get("step") == "evaluation"]
+    assert len(evaluations) == traffic.calls >= 4 * 4  # every second of every wave's bake
+    assert evaluations[0]["canary"] == {"requests": 100, "errors": 0, "client_errors": 0, "error_rate": 0.0,
+                                        "p50_ms": 20.0, "p95_ms": 20.0}
+    assert evaluations[0]["gate"] == "traffic" and evaluations[0]["passed"] is True
+
+
+def test_thin_real_traffic_lets_the_probes_decide():
+    serve = serving("v1")
+    prober = FakeProber(fail_at=2)
+    with pytest.raises(RolloutFailed, match=r"rolled back at wave 2/4 \(success-rate gate\)"):
+        converge(serve, baking(2), prober, FakeTraffic(canary_requests=5))
+    assert len(prober.baselines) == 2
+
+
+def test_a_failing_reference_stops_the_rollout_before_judging_the_canary():
+    class PrimaryDown(FakeProber):
+        def probe(self, which: str, n: int, concurrency: int) -> ProbeStats:
+            return ProbeStats(sent=n, ok=0, p95_ms=0.0, answers=f"404 x{n}")
+
+    serve = serving("v1")
+    with pytest.raises(RolloutFailed, match=r"rolled back before wave 1 \(reference-failing gate\): the primary v1 "
+                                            r"answered 0 of 20 probes of GET / \(failed: 404 x20\)"):
+        converge(serve, spec("v2"), PrimaryDown())
     assert_serves_only(serve, "v1")
 
 
@@ -338,7 +407,7 @@ def preview_then_up(serve: FakeServe, old: ServiceSpec, new: ServiceSpec) -> tup
     with offline(serve):
         with contextlib.suppress(RolloutFailed):
             controller.converge()
-    ran = [t for entry in controller.history.entries for t in tables(entry["message"])]
+    ran = [t for entry in controller.history.entries if "message" in entry for t in tables(entry["message"])]
     return text, ran
 
 

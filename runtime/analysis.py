@@ -1,0 +1,123 @@
+"""Real-traffic analysis: the gate's judgement over the requests users actually sent.
+
+The splitter records every answer (service, version, status, time to response headers)
+and serves them on each instance's admin socket (`/samples`). `collect` gathers them from
+every instance; `figures` turns one window of them into per-version figures; `judge` is
+the gate, a PURE function of two versions' figures and the thresholds.
+
+- Errors are 5xx answers, connection failures (502) and timeouts (504): the version's
+  fault. 4xx answers are the client's, counted apart, and gated only when asked.
+- Latency compares the two distributions over the same window with a one-sided
+  Mann-Whitney U test (canary slower than primary?), as Kayenta does, and requires the
+  canary's median to be slower by more than an absolute slack too: a significant but
+  tiny shift (a busy machine) is not a regression, and a large shift in few samples is
+  not yet evidence.
+- A failing reference is its own verdict: when the primary itself fails, judging the
+  canary against it would mean nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+from scipy.stats import mannwhitneyu
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One version's answers in one window."""
+
+    requests: int
+    errors: int  # 5xx, connection failures, timeouts
+    client_errors: int  # 4xx
+    latencies_ms: tuple[float, ...]  # of the answers that were not errors
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p50_ms(self) -> float:
+        return float(np.median(self.latencies_ms)) if self.latencies_ms else 0.0
+
+    @property
+    def p95_ms(self) -> float:
+        return float(np.percentile(self.latencies_ms, 95)) if self.latencies_ms else 0.0
+
+    def summary(self) -> dict:
+        return {"requests": self.requests, "errors": self.errors, "client_errors": self.client_errors,
+                "error_rate": round(self.error_rate, 4), "p50_ms": round(self.p50_ms, 1), "p95_ms": round(self.p95_ms, 1)}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_success_rate: float = 0.99
+    min_samples: int = 20  # per version in the window; fewer and probes fill in
+    latency_p_value: float = 0.001  # one-sided Mann-Whitney U
+    latency_slack_ms: float = 25.0  # the canary's median must be slower by more than this
+    gate_client_errors: bool = False  # count 4xx as errors
+
+
+@dataclass(frozen=True)
+class Judgement:
+    passed: bool | None  # None: not enough traffic to judge
+    gate: str  # "traffic-errors", "traffic-latency", "reference-failing", "traffic", "insufficient"
+    detail: str
+    canary: Figures
+    primary: Figures
+
+    def record(self) -> dict:
+        return {"gate": self.gate, "passed": self.passed, "detail": self.detail,
+                "canary": self.canary.summary(), "primary": self.primary.summary()}
+
+
+def figures(samples: list[dict], version: str, count_client_errors: bool = False) -> Figures:
+    """Per-version figures from splitter samples ({"v": version, "c": status, "ms": ...})."""
+    mine = [s for s in samples if s["v"] == version]
+    errors = [s for s in mine if s["c"] >= 500 or (count_client_errors and 400 <= s["c"] < 500)]
+    client = [s for s in mine if 400 <= s["c"] < 500]
+    ok = tuple(float(s["ms"]) for s in mine if s["c"] < 500 and not (count_client_errors and s["c"] >= 400))
+    return Figures(len(mine), len(errors), len(client), ok)
+
+
+def judge(canary: Figures, primary: Figures, t: Thresholds) -> Judgement:
+    """The gate over one window of real traffic. Pure."""
+    max_errors = 1.0 - t.min_success_rate
+    if canary.requests < t.min_samples:
+        return Judgement(None, "insufficient", f"{canary.requests} canary requests < {t.min_samples} in the window",
+                         canary, primary)
+    if primary.requests >= t.min_samples and primary.error_rate > max_errors:
+        return Judgement(False, "reference-failing",
+                         f"the primary itself fails {primary.error_rate:.1%} of {primary.requests} requests "
+                         f"(> {max_errors:.1%}): no sound reference to judge the canary against", canary, primary)
+    if canary.error_rate > max_errors:
+        return Judgement(False, "traffic-errors",
+                         f"canary failed {canary.errors} of {canary.requests} real requests ({canary.error_rate:.1%} "
+                         f"> {max_errors:.1%}); primary {primary.error_rate:.1%} of {primary.requests}", canary, primary)
+    if len(canary.latencies_ms) >= t.min_samples and len(primary.latencies_ms) >= t.min_samples:
+        slower_by = canary.p50_ms - primary.p50_ms
+        p = float(mannwhitneyu(canary.latencies_ms, primary.latencies_ms, alternative="greater").pvalue)
+        if p < t.latency_p_value and slower_by > t.latency_slack_ms:
+            return Judgement(False, "traffic-latency",
+                             f"canary slower: median {canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms "
+                             f"(+{slower_by:.0f}ms > {t.latency_slack_ms:g}ms slack, Mann-Whitney p={p:.1e} < "
+                             f"{t.latency_p_value:g}) over {len(canary.latencies_ms)}/{len(primary.latencies_ms)} "
+                             f"requests", canary, primary)
+    return Judgement(True, "traffic",
+                     f"canary {1 - canary.error_rate:.1%} of {canary.requests} real requests ok, median "
+                     f"{canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms", canary, primary)
+
+
+def collect(admins: list[str], service: str, since_ms: int, timeout_s: float = 2.0) -> list[dict]:
+    """Every answer the live splitter instances gave for `service` since `since_ms`."""
+    out: list[dict] = []
+    for admin in admins:
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=admin), timeout=timeout_s) as client:
+                body = client.get("http://splitter/samples", params={"since_ms": since_ms}).json()
+        except (httpx.HTTPError, ValueError, FileNotFoundError):
+            continue  # a dead instance served nothing
+        out += [s for s in body.get("samples") or [] if s.get("s") == service]
+    return out

@@ -1,0 +1,66 @@
+"""The real-traffic judge: pure, checked with hypothesis where it matters most (an
+identical canary must pass)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runtime.analysis import Figures, Thresholds, figures, judge
+
+T = Thresholds()
+
+
+def answers(version: str, n: int, ms: float, errors: int = 0, client_errors: int = 0, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = [{"v": version, "c": 200, "ms": float(x)} for x in rng.gamma(4.0, ms / 4.0, n - errors - client_errors)]
+    return out + [{"v": version, "c": 503, "ms": 1.0}] * errors + [{"v": version, "c": 404, "ms": 1.0}] * client_errors
+
+
+def test_figures_count_5xx_as_errors_and_4xx_apart():
+    f = figures(answers("v2", 100, 20, errors=3, client_errors=5), "v2")
+    assert (f.requests, f.errors, f.client_errors, len(f.latencies_ms)) == (100, 3, 5, 97)
+    assert figures(answers("v2", 100, 20, client_errors=5), "v2", count_client_errors=True).errors == 5
+
+
+def test_too_little_canary_traffic_is_no_verdict_so_probes_fill_in():
+    verdict = judge(figures(answers("v2", 5, 20), "v2"), figures(answers("v1", 100, 20), "v1"), T)
+    assert verdict.passed is None and verdict.gate == "insufficient"
+
+
+def test_a_canary_failing_beyond_the_threshold_fails_with_its_figures():
+    verdict = judge(figures(answers("v2", 100, 20, errors=5), "v2"), figures(answers("v1", 100, 20), "v1"), T)
+    assert (verdict.passed, verdict.gate) == (False, "traffic-errors")
+    assert verdict.detail.startswith("canary failed 5 of 100 real requests (5.0% > 1.0%)")
+
+
+def test_a_failing_primary_is_diagnosed_rather_than_used_as_the_reference():
+    verdict = judge(figures(answers("v2", 100, 20), "v2"), figures(answers("v1", 100, 20, errors=50), "v1"), T)
+    assert (verdict.passed, verdict.gate) == (False, "reference-failing")
+
+
+def test_fifty_ms_on_a_twenty_ms_service_is_caught():
+    verdict = judge(figures(answers("v2", 60, 70, seed=1), "v2"), figures(answers("v1", 60, 20, seed=2), "v1"), T)
+    assert (verdict.passed, verdict.gate) == (False, "traffic-latency")
+
+
+def test_a_significant_but_tiny_slowdown_is_not_a_regression():
+    verdict = judge(figures(answers("v2", 2000, 23, seed=1), "v2"), figures(answers("v1", 2000, 20, seed=2), "v1"), T)
+    assert verdict.passed is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(20, 400), ms=st.floats(1.0, 500.0), seed=st.integers(0, 2**32 - 1))
+def test_a_canary_identical_to_the_primary_never_fails_at_the_defaults(n, ms, seed):
+    # The same latency distribution and no errors on both sides: whatever the sample,
+    # the judge passes it (the slack absorbs what the significance test alone would not).
+    canary = figures(answers("v2", n, ms, seed=seed), "v2")
+    primary = figures(answers("v1", n, ms, seed=seed + 1), "v1")
+    assert judge(canary, primary, T).passed is True
+
+
+def test_figures_summary_is_what_the_history_records():
+    f = Figures(10, 1, 0, (10.0, 20.0, 30.0))
+    assert f.summary() == {"requests": 10, "errors": 1, "client_errors": 0, "error_rate": 0.1,
+                           "p50_ms": 20.0, "p95_ms": 29.0}
