@@ -50,7 +50,7 @@ RESULTS = REPO / "bench" / "results"
 class Scenario:
     name: str
     kind: str  # "gpuserve" | "peer"
-    target: str  # "v2" | "broken" | "flaky"
+    target: str  # "v2" | "broken" | "flaky" | "late" | "slow"
     surge: int = 25
 
 
@@ -63,6 +63,9 @@ SCENARIOS = [
     Scenario("gpuserve -> 20% errors (rollback)", "gpuserve", "flaky", 25),
     # Beyond the six asked for: the peer facing the same flaky version, for a like-for-like row.
     Scenario("Ray Serve native -> 20% errors", "peer", "flaky"),
+    # Regressions only real traffic shows: failing 10 s after start, and 50 ms slower.
+    Scenario("gpuserve -> fails late (rollback)", "gpuserve", "late", 25),
+    Scenario("gpuserve -> +50 ms (rollback)", "gpuserve", "slow", 25),
 ]
 
 
@@ -189,7 +192,26 @@ MILESTONES = {
     "rollback_verdict": lambda m: ": FAIL:" in m or "rolling back" in m,
     "rollback_done": lambda m: "rollback complete" in m,
     "rollout_done": lambda m: "rollout complete" in m,
+    # The rollback step that gives the primary all the traffic again.
+    "primary_all_traffic": lambda m: "rollback:" in m and "replicas at 100%" in m,
 }
+
+
+def retries_spent(stack: LocalStack, service: str) -> int:
+    """Requests the splitter instances retried on the primary for `service` (their own
+    counters, summed over the live instances)."""
+    from runtime.splitter import Instance, _admin
+
+    total = 0
+    for instance in stack.splitter_instances():
+        try:
+            text = _admin(Instance(0, 0.0, instance.admin, ""), "/metrics").text
+        except httpx.HTTPError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("gpuserve_retries_total{") and f'service="{service}"' in line:
+                total += int(float(line.rsplit(" ", 1)[1]))
+    return total
 
 
 def controller_times(run: Run, service: str) -> dict:
@@ -211,8 +233,11 @@ def versions(target: str, corrupt: Path) -> dict:
         return {"version": "v2"}
     if target == "broken":
         return {"version": "v3", "artifact": str(corrupt)}
-    return {"version": "v2-flaky", "artifact": "models/v2.npz",
-            "runtime_env": {"env_vars": {"GPUSERVE_FAULT_ERROR_RATE": "0.2"}}}
+    knobs = {"flaky": ("v2-flaky", {"GPUSERVE_FAULT_ERROR_RATE": "0.2"}),
+             "late": ("v2-late", {"GPUSERVE_FAULT_AFTER_S": "10"}),
+             "slow": ("v2-slow", {"GPUSERVE_EXTRA_LATENCY_MS": "50"})}
+    version, env = knobs[target]
+    return {"version": version, "artifact": "models/v2.npz", "runtime_env": {"env_vars": env}}
 
 
 def service(settings: Settings, name: str, **version) -> dict:
@@ -257,6 +282,10 @@ def run_gpuserve(stack: LocalStack, settings: Settings, scenario: Scenario, inde
         "actual_over_ideal": round((t1 - t0) / ideal, 2) if ideal else None,
         "rollback_s": (round(times["rollback_done"] - times["rollback_verdict"], 1)
                        if "rollback_done" in times and "rollback_verdict" in times else None),
+        # From the failing verdict to all traffic on the primary again.
+        "detect_to_primary_s": (round(times["primary_all_traffic"] - times["rollback_verdict"], 2)
+                                if "primary_all_traffic" in times and "rollback_verdict" in times else None),
+        "retries": retries_spent(stack, name),
     }
     log = [line.strip() for _, _, message in result.diagnostics for line in message.splitlines()
            if line.strip().startswith(f"[{name}]")]
@@ -316,7 +345,7 @@ def run_peer(stack: LocalStack, settings: Settings, scenario: Scenario, index: i
         "completed": done,
         "final_status": peer_outcome(scenario, records, t1),
         "waves": None, "replica_ready_s": None, "ideal_s": None, "actual_over_ideal": None, "rollback_s": None,
-        "up_succeeded": None,
+        "detect_to_primary_s": None, "retries": None, "up_succeeded": None,
     }
     return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1}
 
@@ -400,7 +429,8 @@ COLUMNS = [
     ("p50_ms_before", "p50 ms before"), ("p50_ms_during", "p50 ms during"),
     ("p99_ms_before", "p99 ms before"), ("p99_ms_during", "p99 ms during"),
     ("peak_over_steady", "peak/steady GPUs"), ("min_capacity", "min capacity"), ("wall_s", "change s"), ("ideal_s", "ideal s"),
-    ("actual_over_ideal", "actual/ideal"), ("rollback_s", "rollback s"), ("outcome", "outcome"),
+    ("actual_over_ideal", "actual/ideal"), ("rollback_s", "rollback s"),
+    ("detect_to_primary_s", "detect-to-primary s"), ("retries", "retries"), ("outcome", "outcome"),
 ]
 
 

@@ -5,13 +5,16 @@
 
 gpuserve tells every version app who it is through runtime_env env vars
 (GPUSERVE_SERVICE, GPUSERVE_VERSION, GPUSERVE_ARTIFACT); the artifact path is relative to
-this directory, which ships with the code. Two knobs exist for chaos tests and the bench:
-GPUSERVE_LOAD_DELAY_S (seconds the constructor sleeps, as loading large weights would)
-and GPUSERVE_FAULT_ERROR_RATE (share of requests that fail with a 500).
+this directory, which ships with the code. Knobs for chaos tests and the bench:
+GPUSERVE_LOAD_DELAY_S (seconds the constructor sleeps, as loading large weights would),
+GPUSERVE_FAULT_ERROR_RATE (share of requests that fail with a 500),
+GPUSERVE_FAULT_AFTER_S (every request fails with a 500 once the replica is that old: a
+late failure) and GPUSERVE_EXTRA_LATENCY_MS (added to every answer: a slow version).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -33,6 +36,9 @@ class Classifier:
         self.version = os.environ.get("GPUSERVE_VERSION", "dev")
         self.model = TinyModel.load(artifact or os.environ.get("GPUSERVE_ARTIFACT") or f"models/{self.version}.npz")
         self.error_rate = float(os.environ.get("GPUSERVE_FAULT_ERROR_RATE", "0"))
+        self.fail_after_s = float(os.environ.get("GPUSERVE_FAULT_AFTER_S", "inf"))
+        self.extra_latency_s = float(os.environ.get("GPUSERVE_EXTRA_LATENCY_MS", "0")) / 1000
+        self.born = time.monotonic()
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.temperature = 1.0
 
@@ -41,6 +47,10 @@ class Classifier:
         self.temperature = float(user_config.get("temperature", 1.0))
 
     async def __call__(self, request: Request) -> JSONResponse:
+        if self.extra_latency_s:
+            await asyncio.sleep(self.extra_latency_s)
+        if time.monotonic() - self.born > self.fail_after_s:
+            return JSONResponse({"error": "injected late fault", "version": self.version}, status_code=500)
         if self.error_rate and random.random() < self.error_rate:
             return JSONResponse({"error": "injected fault", "version": self.version}, status_code=500)
         if request.method == "GET":

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.integration
 
 FIELDS = {"sent", "failed", "failure_rate", "failed_by_status", "failed_by_exception", "p50_ms_before",
           "p99_ms_before", "p50_ms_during", "p99_ms_during", "peak_gpus", "steady_gpus", "peak_over_steady",
-          "min_capacity", "wall_s", "waves", "replica_ready_s", "ideal_s", "actual_over_ideal", "rollback_s", "outcome"}
+          "min_capacity", "wall_s", "waves", "replica_ready_s", "ideal_s", "actual_over_ideal", "rollback_s",
+          "detect_to_primary_s", "retries", "outcome"}
 
 
 def test_a_smoke_run_writes_every_field(tmp_path):

@@ -1,0 +1,110 @@
+"""Gates that see what users see, on real engines: real traffic from 4 clients, judged
+from the splitter's own samples every second, with the splitter's fallback keeping a bad
+canary's failures away from the clients. Each test counts client-side failures."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.integration.harness import Load, LocalStack
+
+pytestmark = pytest.mark.integration
+
+BASE = {"name": "clf", "pool": "gpu", "num_replicas": 2, "ray_actor_options": {"num_gpus": 1},
+        "graceful_shutdown_timeout_s": 1, "max_ongoing_requests": 32, "max_queued_requests": 128,
+        "request_timeout_s": 10}
+ROLLOUT = {"max_surge_percent": 50, "bake_seconds": 8, "step_timeout_seconds": 120,
+           "gates": {"window_seconds": 5, "min_samples": 10, "min_probes": 10,
+                     "probe": {"method": "POST", "json_body": {"features": [5.9, 3.0, 4.2, 1.5]}}}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = LocalStack(tmp_path_factory.mktemp("gates"), gpus=4, services=[{**BASE, "version": "v1"}],
+                       rollout=ROLLOUT)
+    stack.up()
+    yield stack
+    stack.destroy()
+
+
+def primary(stack: LocalStack) -> str:
+    return stack.routing("clf")["primary"]
+
+
+def other(version: str) -> str:
+    return "v2" if version == "v1" else "v1"
+
+
+def roll(stack: LocalStack, version: str, env: dict | None = None, **service):
+    """Declare `version` (with fault knobs in `env`), run `up` under load, restore the
+    primary's declaration; returns (result, load)."""
+    start = primary(stack)
+    artifact = f"models/{'v2' if version.startswith('v2') else 'v1'}.npz"
+    stack.services = [{**BASE, "version": version, "artifact": artifact,
+                       **({"runtime_env": {"env_vars": env}} if env else {}), **service}]
+    stack.write_config()
+    with Load(stack.endpoint("clf"), clients=4) as load:
+        time.sleep(1)
+        result = stack.up(check=False)
+        time.sleep(1)
+    if not result.ok:
+        stack.services = [{**BASE, "version": start, "artifact": f"models/{start}.npz"}]
+        stack.write_config()
+    return result, load
+
+
+def test_a_canary_that_starts_failing_late_is_rolled_back_with_no_failed_request(stack):
+    result, load = roll(stack, "v2-late", {"GPUSERVE_FAULT_AFTER_S": "8"})
+    assert not result.ok
+    assert "(traffic-errors gate): canary failed" in result.log, result.report()
+    assert load.failed == 0, (load.counts, load.errors[:5])
+
+
+def test_a_canary_that_fails_every_request_costs_the_clients_nothing(stack):
+    result, load = roll(stack, "v2-down", {"GPUSERVE_FAULT_ERROR_RATE": "1.0"})
+    assert not result.ok and "gate): canary" in result.log
+    assert load.failed == 0, (load.counts, load.errors[:5])
+
+
+def test_a_slower_canary_is_rolled_back_on_latency(stack):
+    result, load = roll(stack, "v2-slow", {"GPUSERVE_EXTRA_LATENCY_MS": "80"})
+    assert not result.ok
+    assert "(traffic-latency gate): canary slower" in result.log, result.report()
+    assert load.failed == 0
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+def test_an_identical_canary_is_promoted(stack, attempt):
+    target = other(primary(stack))
+    result, load = roll(stack, target)
+    assert result.ok, result.report()
+    assert "gate after wave 1 at 50%: pass: canary" in result.log
+    assert load.failed == 0
+    assert primary(stack) == target
+
+
+def test_past_the_retry_budget_errors_pass_through_and_the_canary_is_rolled_back(stack):
+    result, load = roll(stack, "v2-down", {"GPUSERVE_FAULT_ERROR_RATE": "1.0"}, retry_budget_percent=1)
+    assert not result.ok and "gate): canary" in result.log
+    assert load.failed > 0
+    assert {status for (status, version) in load.counts if version == primary(stack)} == {200}
+
+
+def test_a_request_pinned_to_a_failing_canary_gets_the_failure_and_is_not_retried(stack):
+    start = primary(stack)
+    held = {"rollout": {**ROLLOUT, "canary_percent": 50, "gates": {**ROLLOUT["gates"], "enabled": False}}}
+    result, load = roll(stack, "v2-down", {"GPUSERVE_FAULT_ERROR_RATE": "1.0"}, **held)
+    try:
+        assert result.ok, result.report()
+        assert load.failed == 0  # weighted requests fell back to the primary
+        pinned = httpx.post(stack.endpoint("clf"), json={"features": [5.9, 3.0, 4.2, 1.5]},
+                            headers={"x-serve-version": "canary"}, timeout=30)
+        assert (pinned.status_code, pinned.headers["x-serve-version"]) == (500, "v2-down")
+    finally:
+        stack.services = [{**BASE, "version": start, "artifact": f"models/{start}.npz"}]
+        stack.write_config()
+        stack.up()  # the declared primary again: the held canary is rolled back
+    assert stack.routing("clf") == {"service": "clf", "primary": start, "canary": None, "weights": {start: 100.0}}
