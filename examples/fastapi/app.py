@@ -8,6 +8,8 @@ body through unchanged, and the app's own 4xx/5xx answers as they are.
     POST /echo                 -> the request as the app saw it: method, path, query,
                                   headers and the body, byte for byte (a test aid)
     GET  /docs-redirect        -> 307 to /docs, a redirect built by the app
+    GET  /greet/{name}         -> a call into a second deployment, `Greeter`: the app is a
+                                  graph, and the stack config sets Greeter's options by name
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures'
@@ -21,6 +23,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 api = FastAPI(title="items")
 ITEMS = {1: {"id": 1, "name": "first"}, 2: {"id": 2, "name": "second"}}
@@ -30,11 +33,18 @@ class NewItem(BaseModel):
     name: str = Field(min_length=1, max_length=100)
 
 
+@serve.deployment(name="Greeter")
+class Greeter:
+    def greet(self, name: str) -> str:
+        return f"hello {name}"
+
+
 @serve.deployment(name="Api")
 @serve.ingress(api)
 class Api:
-    def __init__(self):
+    def __init__(self, greeter: DeploymentHandle):
         self.version = os.environ.get("GPUSERVE_VERSION", "dev")
+        self.greeter = greeter
         self.greeting = "hello"
 
     def reconfigure(self, user_config: dict) -> None:
@@ -66,10 +76,14 @@ class Api:
             "version": self.version,
         })
 
+    @api.get("/greet/{name}")
+    async def greet(self, name: str) -> dict:
+        return {"greeting": await self.greeter.greet.remote(name), "version": self.version}
+
     @api.get("/docs-redirect")
     def docs_redirect(self, request: Request) -> RedirectResponse:
         # url_for builds an absolute URL from where the app is mounted.
         return RedirectResponse(str(request.url_for("healthz")), status_code=307)
 
 
-app = Api.bind()
+app = Api.bind(Greeter.bind())

@@ -111,6 +111,11 @@ def test_the_apps_own_errors_pass_through_as_they_are(stack):
     assert httpx.get(f"{base}/healthz", timeout=30).json()["status"] == "ok"
 
 
+def test_a_graph_of_deployments_with_names_of_the_users_choosing_serves(stack):
+    response = httpx.get(stack.endpoint("items") + "/greet/ada", timeout=30)
+    assert response.json()["greeting"] == "hello ada"
+
+
 def test_a_redirect_names_the_public_route_never_the_hidden_one(stack):
     response = httpx.get(stack.endpoint("items") + "/docs-redirect", timeout=30)
     assert response.status_code == 307
