@@ -96,10 +96,12 @@ def test_past_the_retry_budget_errors_pass_through_and_the_canary_is_rolled_back
 def test_a_request_pinned_to_a_failing_canary_gets_the_failure_and_is_not_retried(stack):
     start = primary(stack)
     held = {"rollout": {**ROLLOUT, "canary_percent": 50, "gates": {**ROLLOUT["gates"], "enabled": False}}}
-    result, load = roll(stack, "v2-down", {"GPUSERVE_FAULT_ERROR_RATE": "1.0"}, **held)
+    # Held at 50% with no gate, the canary fails half of all requests: a budget of 100%
+    # extra requests lets every one of them fall back (the default 20% would not).
+    result, load = roll(stack, "v2-down", {"GPUSERVE_FAULT_ERROR_RATE": "1.0"}, retry_budget_percent=100, **held)
     try:
         assert result.ok, result.report()
-        assert load.failed == 0  # weighted requests fell back to the primary
+        assert load.failed == 0, (load.counts, load.errors[:5])  # weighted requests fell back to the primary
         pinned = httpx.post(stack.endpoint("clf"), json={"features": [5.9, 3.0, 4.2, 1.5]},
                             headers={"x-serve-version": "canary"}, timeout=30)
         assert (pinned.status_code, pinned.headers["x-serve-version"]) == (500, "v2-down")
