@@ -37,7 +37,7 @@ def version_app(service: str, version: VersionSpec, scaling: ScalingSpec, replic
     so that max equals `replicas`, which is what the planner budgets for). `code_uri` is
     the uploaded package of the version's code_dir (runtime/packaging.py)."""
     scaled: dict = {
-        **version.deployments.get(version.deployment, {}),
+        **_serve_ints(version.deployments.get(version.deployment, {})),
         "name": version.deployment,
         "max_ongoing_requests": scaling.max_ongoing_requests,
         "max_queued_requests": scaling.max_queued_requests,
@@ -52,7 +52,7 @@ def version_app(service: str, version: VersionSpec, scaling: ScalingSpec, replic
         scaled["num_replicas"] = replicas
     if scaling.user_config is not None:
         scaled["user_config"] = scaling.user_config
-    others = [{**options, "name": name} for name, options in sorted(version.deployments.items())
+    others = [{**_serve_ints(options), "name": name} for name, options in sorted(version.deployments.items())
               if name != version.deployment]
     env_vars = {**version.env_vars, "GPUSERVE_SERVICE": service, "GPUSERVE_VERSION": version.version,
                 SCALED_DEPLOYMENT_ENV: version.deployment}
@@ -68,6 +68,16 @@ def version_app(service: str, version: VersionSpec, scaling: ScalingSpec, replic
     if version.args is not None:
         app["args"] = version.args
     return app
+
+
+# Serve's integer options: Pulumi's wire format carries every number as a float, and Serve
+# refuses `num_replicas: 1.0`.
+_INT_OPTIONS = ("num_replicas", "max_ongoing_requests", "max_queued_requests")
+
+
+def _serve_ints(options: dict) -> dict:
+    return {k: int(v) if k in _INT_OPTIONS and isinstance(v, float) and v.is_integer() else v
+            for k, v in options.items()}
 
 
 def runtime_env(version: VersionSpec, code_uri: str | None, env_vars: dict[str, str]) -> dict:

@@ -37,6 +37,14 @@ def test_a_user_app_keeps_its_own_deployment_names_and_gets_no_args_unless_given
     assert validate_deploy_config({"applications": [app]})
 
 
+def test_options_of_other_deployments_survive_pulumis_numbers_as_floats():
+    version = VERSION.model_copy(update={"deployments": {"Greeter": {"num_replicas": 1.0,
+                                                                     "ray_actor_options": {"num_cpus": 0.0}}}})
+    app = apps.version_app("llm", version, SCALING, 2)
+    assert app["deployments"][1]["num_replicas"] == 1
+    assert validate_deploy_config({"applications": [app]})
+
+
 def test_the_code_ships_as_the_uploaded_package_and_the_app_learns_who_it_is():
     version = VERSION.model_copy(update={"working_dir": "s3://bucket/extra.zip", "pip": ["numpy==2.1.0"]})
     env = apps.version_app("llm", version, SCALING, 1, code_uri="gcs://_ray_pkg_abc.zip")["runtime_env"]
