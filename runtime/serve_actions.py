@@ -166,7 +166,7 @@ class ServeActions:
         while True:
             app = self.app(version)
             if app is not None:
-                replicas_now = [r for d in app.deployments.values() for r in d.replicas]
+                replicas_now = [r for d in app.serving for r in d.replicas]
                 running = sum(1 for r in replicas_now if r.state == "RUNNING")
                 if app.status == "RUNNING" and running == replicas and len(replicas_now) == replicas:
                     return

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from runtime.apps import SCALED_DEPLOYMENT_ENV
 from runtime.errors import ServeApiError
 
 APPS_PATH = "/api/serve/applications/"
@@ -57,12 +58,23 @@ class AppState:
     deployments: dict[str, DeploymentState] = field(default_factory=dict)
 
     @property
+    def serving(self) -> list[DeploymentState]:
+        """The deployment whose replicas a rollout counts: the scaled one its config names
+        (runtime/apps.py), even before Serve lists it; every deployment of an app that
+        names none (deployed before names were recorded)."""
+        env = ((self.config or {}).get("runtime_env") or {}).get("env_vars") or {}
+        name = env.get(SCALED_DEPLOYMENT_ENV)
+        if name is None:
+            return list(self.deployments.values())
+        return [d for d in self.deployments.values() if d.name == name]
+
+    @property
     def running_replicas(self) -> int:
-        return sum(d.running_replicas for d in self.deployments.values())
+        return sum(d.running_replicas for d in self.serving)
 
     @property
     def replica_ids(self) -> set[str]:
-        return {r.replica_id for d in self.deployments.values() for r in d.replicas}
+        return {r.replica_id for d in self.serving for r in d.replicas}
 
 
 @dataclass(frozen=True)

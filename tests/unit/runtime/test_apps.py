@@ -91,3 +91,18 @@ def test_the_routing_record_takes_no_traffic_and_carries_the_table_in_place():
     table = router["deployments"][0]["user_config"]
     assert (table["route_prefix"], table["request_timeout_s"], table["max_body_bytes"]) == (
         "/llm", SPEC.request_timeout_s, 10 << 20)
+
+
+def test_a_graphs_capacity_is_its_scaled_deployments_replicas_not_every_deployments():
+    from runtime.serve_api import AppState, DeploymentState, ReplicaState
+
+    version = VERSION.model_copy(update={"deployment": "Api", "deployments": {"Greeter": {"num_replicas": 1}}})
+    config = apps.version_app("llm", version, SCALING, 2)
+
+    def deployment(name: str, n: int) -> DeploymentState:
+        return DeploymentState(name, "HEALTHY", "", n, tuple(ReplicaState(f"{name}{i}", "RUNNING") for i in range(n)))
+
+    app = AppState("llm--v2", "RUNNING", "", config, {"Api": deployment("Api", 2), "Greeter": deployment("Greeter", 1)})
+    assert (app.running_replicas, sorted(app.replica_ids)) == (2, ["Api0", "Api1"])
+    # Before Serve lists the scaled deployment, nothing of it runs, whatever else does.
+    assert AppState("llm--v2", "DEPLOYING", "", config, {"Greeter": deployment("Greeter", 1)}).running_replicas == 0
