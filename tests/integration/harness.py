@@ -10,6 +10,8 @@ not from the CLI's printed text.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import random
@@ -251,6 +253,16 @@ class LocalStack:
     def endpoint(self, service: str) -> str:
         """The public URL of a service: the splitter's port (Serve's own proxy is behind it)."""
         return f"http://127.0.0.1:{self.ports.get('public_port', self.ports['http_port'])}/{service}"
+
+    @contextlib.contextmanager
+    def running(self):
+        """`up`, then the caller's block, then `destroy` whatever happened: a first `up`
+        that fails must not leave its Ray head and splitter behind."""
+        try:
+            self.up()
+            yield self
+        finally:
+            self.destroy()
 
     def routing(self, service: str) -> dict:
         """The routing table the splitter serves for `service` (one instance's view)."""

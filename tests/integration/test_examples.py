@@ -73,9 +73,8 @@ def stack(tmp_path_factory, fastapi_code):
                                 # The gates are not under test here (test_rollouts.py): a wide
                                 # latency budget keeps a noisy 2-core machine from failing them.
                                 "gates": {"min_probes": 20, "max_latency_ratio": 4}})
-    stack.up()
-    yield stack
-    stack.destroy()
+    with stack.running():
+        yield stack
 
 
 def test_each_example_serves_its_own_request_shape(stack):

@@ -25,9 +25,8 @@ ROLLOUT = {"max_surge_percent": 50, "bake_seconds": 8, "step_timeout_seconds": 1
 def stack(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("gates"), gpus=4, services=[{**BASE, "version": "v1"}],
                        rollout=ROLLOUT)
-    stack.up()
-    yield stack
-    stack.destroy()
+    with stack.running():
+        yield stack
 
 
 def primary(stack: LocalStack) -> str:

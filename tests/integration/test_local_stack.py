@@ -23,9 +23,8 @@ SERVICE = {"name": "llm", "pool": "gpu", "version": "v1", "num_replicas": 2,
 def stack(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("skeleton"), gpus=4, services=[SERVICE],
                        rollout={"bake_seconds": 0})
-    stack.up()
-    yield stack
-    stack.destroy()
+    with stack.running():
+        yield stack
 
 
 def settled(resources: list[dict]) -> list[tuple]:

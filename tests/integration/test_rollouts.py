@@ -31,9 +31,8 @@ def stack(tmp_path_factory):
     # observes the planner's cap rather than Ray's scheduling limit.
     stack = LocalStack(tmp_path_factory.mktemp("rollouts"), gpus=6,
                        services=[{**BASE, "version": "v1"}], rollout=ROLLOUT)
-    stack.up()
-    yield stack
-    stack.destroy()
+    with stack.running():
+        yield stack
 
 
 def declare(stack: LocalStack, **service) -> None:
