@@ -13,7 +13,6 @@ and the machine's CPU time per request on each path.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import json
 import sys
@@ -26,9 +25,9 @@ import httpx
 import numpy as np
 import psutil
 
-from tests.integration.harness import REPO, LocalStack
-
-RESULTS = REPO / "bench" / "results"
+from bench.cli import arguments
+from bench.run import machine
+from tests.integration.harness import LocalStack
 BODY = {"features": [5.9, 3.0, 4.2, 1.5]}
 SERVICE = {"name": "clf", "pool": "gpu", "version": "v1", "num_replicas": 2, "ray_actor_options": {"num_gpus": 1},
            "max_ongoing_requests": 32, "max_queued_requests": 256, "graceful_shutdown_timeout_s": 1}
@@ -129,22 +128,19 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="one short round (for tests)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, "one short round (for tests)", argv)
     settings = SMOKE if args.smoke else Settings()
     with tempfile.TemporaryDirectory(prefix="gpuserve-router-") as root:
         stack = LocalStack(Path(root), gpus=2, services=[SERVICE], rollout={"bake_seconds": 0})
         try:
             stack.up()
             rows = measure(stack, settings)
+            host = machine(stack)
         finally:
             stack.destroy()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"machine": {"cores": psutil.cpu_count(), "python": sys.version.split()[0]},
-              "settings": settings.__dict__, "rows": rows}
+    report = {"machine": host, "settings": settings.__dict__, "rows": rows}
     (args.out / f"{stamp}-router.json").write_text(json.dumps(report, indent=2))
     text = f"# Router overhead ({stamp})\n\n{table(rows)}\n"
     (args.out / f"{stamp}-router.md").write_text(text)

@@ -19,7 +19,6 @@ Writes bench/results/<timestamp>.json, .md and one PNG timeline per scenario.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.cli import arguments
 from runtime import apps
 from runtime.plan import plan_rollout
 from runtime.ray_state import gpus_in_use
@@ -43,7 +43,6 @@ from runtime.splitter import route_of
 from tests.integration.harness import REPO, LocalStack, Run
 from traffic.protocol import RESERVED_PREFIX
 
-RESULTS = REPO / "bench" / "results"
 
 
 @dataclass(frozen=True)
@@ -465,10 +464,7 @@ def machine(stack: LocalStack) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="one short scenario, few requests (for tests)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, "one short scenario, few requests (for tests)", argv)
     settings = SMOKE if args.smoke else Settings()
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -117,27 +117,17 @@ func (m *Metrics) Write(w io.Writer) {
 	defer m.mu.Unlock()
 	fmt.Fprintln(w, "# HELP gpuserve_requests_total Requests answered, by service, version and HTTP status.")
 	fmt.Fprintln(w, "# TYPE gpuserve_requests_total counter")
-	keys := make([]seriesKey, 0, len(m.requests))
-	for k := range m.requests {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
-	for _, k := range keys {
+	for _, k := range sortedKeys(m.requests) {
 		fmt.Fprintf(w, "gpuserve_requests_total{service=%q,version=%q,code=%q} %d\n", k.service, k.version, k.code, m.requests[k])
 	}
 	fmt.Fprintln(w, "# HELP gpuserve_retries_total Requests that failed on one version and were retried on another.")
 	fmt.Fprintln(w, "# TYPE gpuserve_retries_total counter")
-	for k, n := range m.retries {
-		fmt.Fprintf(w, "gpuserve_retries_total{service=%q,from=%q,to=%q} %d\n", k.service, k.from, k.to, n)
+	for _, k := range sortedKeys(m.retries) {
+		fmt.Fprintf(w, "gpuserve_retries_total{service=%q,from=%q,to=%q} %d\n", k.service, k.from, k.to, m.retries[k])
 	}
 	fmt.Fprintln(w, "# HELP gpuserve_response_seconds Time from request to response headers, by service and version.")
 	fmt.Fprintln(w, "# TYPE gpuserve_response_seconds histogram")
-	hkeys := make([]histKey, 0, len(m.latency))
-	for k := range m.latency {
-		hkeys = append(hkeys, k)
-	}
-	sort.Slice(hkeys, func(i, j int) bool { return fmt.Sprint(hkeys[i]) < fmt.Sprint(hkeys[j]) })
-	for _, k := range hkeys {
+	for _, k := range sortedKeys(m.latency) {
 		h := m.latency[k]
 		for i, b := range buckets {
 			fmt.Fprintf(w, "gpuserve_response_seconds_bucket{service=%q,version=%q,le=\"%g\"} %d\n", k.service, k.version, b, h.counts[i])
@@ -146,4 +136,15 @@ func (m *Metrics) Write(w io.Writer) {
 		fmt.Fprintf(w, "gpuserve_response_seconds_sum{service=%q,version=%q} %g\n", k.service, k.version, h.sum)
 		fmt.Fprintf(w, "gpuserve_response_seconds_count{service=%q,version=%q} %d\n", k.service, k.version, h.n)
 	}
+}
+
+// sortedKeys gives a map's keys in a stable order (by their printed form), so that the
+// metrics page and the weighted choice never depend on Go's random map order.
+func sortedKeys[K comparable, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
+	return keys
 }

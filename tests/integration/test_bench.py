@@ -34,7 +34,9 @@ def test_a_smoke_run_of_the_router_overhead_bench_writes_every_column(tmp_path):
 
     assert router_overhead.main(["--smoke", "--out", str(tmp_path)]) == 0
     (report_path,) = tmp_path.glob("*-router.json")
-    (row,) = json.loads(report_path.read_text())["rows"]
+    report = json.loads(report_path.read_text())
+    assert {"cores", "ray", "pulumi"} <= set(report["machine"])
+    (row,) = report["rows"]
     assert row["requests_per_path"] == 30
     assert row["p50_ms_direct"] > 0 and row["p50_ms_splitter"] > 0 and row["splitter_cpu_ms_per_request"] >= 0
     assert "| clients |" in (tmp_path / report_path.name.replace(".json", ".md")).read_text()
