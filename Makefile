@@ -29,7 +29,7 @@ PULUMI := $(TOOLS)/pulumi
 PACK ?= policies
 POLICY_FLAGS := $(if $(PACK),--policy-pack $(PACK)/run-pack,)
 
-.PHONY: help setup venv pulumi-cli crds splitter stack check-config up down preview refresh recover test test-fast bench clean constraints
+.PHONY: help setup venv pulumi-cli crds splitter prometheus stack check-config up down preview refresh recover test test-fast bench clean constraints
 
 help:
 	@echo "make up        set everything up and run 'pulumi up' on the local stack"
@@ -67,6 +67,10 @@ splitter:
 pulumi-cli:
 	scripts/install-pulumi
 
+# Debian's Prometheus server, unpacked into .tools/ for the Prometheus-gated rollout test.
+prometheus:
+	@scripts/install-prometheus
+
 stack: setup
 	@mkdir -p $(STATE)/backend $(PULUMI_HOME)
 	@$(PULUMI) stack select $(STACK) 2>/dev/null || $(PULUMI) stack init $(STACK)
@@ -93,7 +97,7 @@ down: stack
 recover: stack
 	PULUMI=$(PULUMI) PYTHON=$(PY) scripts/recover $(STACK)
 
-test: setup
+test: setup prometheus
 	cd splitter && GOTOOLCHAIN=local go test ./...
 	$(PY) -m pytest
 

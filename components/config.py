@@ -197,6 +197,10 @@ class LocalCluster(Strict):
     # [internal_ports_start, internal_ports_start + 200).
     internal_ports_start: int = Field(18400, ge=1024, le=65335)
     num_cpus: int = Field(4, ge=1, le=256)
+    # How often Ray exports its metrics (Serve's request counters and latencies) to the
+    # node's metrics page, for a Prometheus server to scrape; unset keeps Ray's default
+    # (10 s). 1000 is Ray's floor and what Prometheus-gated rollouts want.
+    metrics_report_interval_ms: int | None = Field(None, ge=1000, le=600_000)
 
 
 class LocalNodePool(Strict):

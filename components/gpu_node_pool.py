@@ -79,6 +79,9 @@ class GpuNodePool(pulumi.ComponentResource):
                 "dashboard_port": args.cluster.dashboard_port,
                 "internal_ports_start": args.cluster.internal_ports_start,
                 "state_dir": str(args.state_dir / name),
+                # Only when set: a key new to old heads would otherwise replace them.
+                **({"metrics_report_interval_ms": args.cluster.metrics_report_interval_ms}
+                   if args.cluster.metrics_report_interval_ms else {}),
             },
             opts=pulumi.ResourceOptions(parent=self),
         )

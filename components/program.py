@@ -46,6 +46,7 @@ def build_local(config: LocalStack, stack: str) -> None:
     from components.gpu_node_pool import GpuNodePool, LocalPoolArgs
     from components.load_balancer import InferenceLoadBalancer, InferenceLoadBalancerArgs
     from components.serving_runtime import LocalRuntimeArgs, ServingRuntime
+    from runtime.local_cluster import metrics_port
 
     state_dir = PROJECT_DIR / ".state" / stack
     pool_config = config.node_pools[0]
@@ -56,6 +57,8 @@ def build_local(config: LocalStack, stack: str) -> None:
     pulumi.export("dashboard_url", pool.dashboard_url)
     pulumi.export("http_url", lb.url)
     pulumi.export("health_check_url", lb.health_check_url)
+    # The node's Prometheus page (Ray's and Serve's metrics), for a scraper to target.
+    pulumi.export("metrics_url", f"http://127.0.0.1:{metrics_port(config.local.internal_ports_start)}/metrics")
     _services(config, {pool_config.name: (runtime, lb)})
 
 

@@ -69,7 +69,7 @@ class Judgement:
     primary: Figures
 
     def record(self) -> dict:
-        return {"gate": self.gate, "passed": self.passed, "detail": self.detail,
+        return {"source": "splitter", "gate": self.gate, "passed": self.passed, "detail": self.detail,
                 "canary": self.canary.summary(), "primary": self.primary.summary()}
 
 

@@ -24,9 +24,10 @@ from runtime import analysis
 from runtime.gates import GateVerdict, Prober, TrafficGate, serve_status_verdict
 from runtime.live import History, LiveService
 from runtime.plan import Plan, Step, StepKind, plan_rollback
+from runtime.prometheus import PrometheusGate
 from runtime.serve_actions import ServeActions
 from runtime.serve_api import ServeClient
-from runtime.spec import ServiceSpec
+from runtime.spec import GateConfig, ServiceSpec
 
 
 class GateFailed(Exception):
@@ -40,13 +41,15 @@ class GateFailed(Exception):
 class RolloutController:
     def __init__(self, spec: ServiceSpec, client: ServeClient, prober: Prober | None = None,
                  log: Callable[[str], None] | None = None, poll_s: float = 0.5,
-                 traffic: TrafficGate | None = None):
+                 traffic: TrafficGate | None = None,
+                 metrics_gate: Callable[[GateConfig], PrometheusGate | None] | None = None):
         self.spec = spec
         self.serve = ServeActions(spec, client, poll_s)
         self.prober = prober or Prober(spec.http_url.rstrip("/") + spec.route_prefix, spec.rollout.gates.probe)
         # Real traffic from every local splitter instance; none where they are not reachable.
         self.traffic = traffic or TrafficGate(
             lambda since: analysis.collect(spec.splitter_admins, spec.service, since) if spec.splitter_admins else [])
+        self.metrics_gate = metrics_gate or _prometheus_gate
         self.log = log or (lambda line: print(line, flush=True))
         self.poll_s = poll_s
         self.history = History()
@@ -258,28 +261,43 @@ class RolloutController:
 
     def _bake_and_gate(self, primary: str, canary: str, step: Step) -> GateVerdict:
         """Through the bake, every `evaluate_every_seconds`: the canary's Serve status and
-        the real traffic of the last window; a breach ends the bake at once. At its end,
-        probes judge only if real traffic was too thin."""
+        the real traffic of the last window, from each configured source (the splitter's
+        samples, Prometheus' queries); a breach ends the bake at once. At its end, probes
+        judge only if no source had enough real traffic to judge."""
         gates = self.spec.rollout.gates
         since_ms = int(time.time() * 1000)
         end = time.monotonic() + self.spec.rollout.bake_seconds
-        judgement = None
+        metrics = self.metrics_gate(gates)  # one per bake: it counts failed queries in a row
+        latest: list = []
         while True:
             verdict = self._status_verdict(canary)
             if not verdict.passed:
                 return verdict
             if gates.enabled:
-                judgement = self.traffic.judge(gates, primary, canary, since_ms)
-                self.history.add(step="evaluation", wave=step.wave, window_s=gates.window_seconds,
-                                 **judgement.record())
-                if judgement.passed is False:
-                    return self._gate_said(step, GateVerdict(False, judgement.gate, judgement.detail))
+                latest = []
+                if gates.uses_splitter:
+                    latest.append(self.traffic.judge(gates, primary, canary, since_ms))
+                if metrics is not None:
+                    latest.append(metrics.judge(self.spec.service, primary, canary))
+                self._evaluated(step, latest, gates.window_seconds)
+                failed = next((j for j in latest if j.passed is False), None)
+                if failed is not None:
+                    return self._gate_said(step, GateVerdict(False, failed.gate, failed.detail))
             if time.monotonic() >= end:
                 break
             time.sleep(min(gates.evaluate_every_seconds, max(0.0, end - time.monotonic())))
-        if judgement is not None and judgement.passed:
-            return self._gate_said(step, GateVerdict(True, judgement.gate, judgement.detail))
+        if any(j.passed for j in latest):
+            detail = "; ".join(j.detail for j in latest)
+            return self._gate_said(step, GateVerdict(True, next(j.gate for j in latest if j.passed), detail))
         return self._gate_said(step, self.prober.evaluate(gates, self.baseline_p95_ms))
+
+    def _evaluated(self, step: Step, judgements: list, window_s: float) -> None:
+        """Every evaluation is on record: in the history, and one line in the log."""
+        for judgement in judgements:
+            self.history.add(step="evaluation", wave=step.wave, window_s=window_s, **judgement.record())
+        verdicts = "; ".join(f"{j.record()['source']} {_WORD[j.passed]}: {j.detail}" for j in judgements)
+        self.log(f"[{self.spec.service}] evaluation at {step.canary_traffic:.4g}% (wave {step.wave}, last "
+                 f"{window_s:g}s): {verdicts} ({time.monotonic() - self.t0:.1f}s)")
 
     def _gate_said(self, step: Step, verdict: GateVerdict) -> GateVerdict:
         self.say(f"gate after wave {step.wave} at {step.canary_traffic:.4g}%: "
@@ -313,6 +331,13 @@ class RolloutController:
         if app is None:
             return GateVerdict(False, "serve-status", f"app of {version} disappeared")
         return serve_status_verdict(app)
+
+
+_WORD = {True: "pass", False: "FAIL", None: "no verdict"}
+
+
+def _prometheus_gate(gates: GateConfig) -> PrometheusGate | None:
+    return PrometheusGate(gates.prometheus, gates.window_seconds) if gates.uses_prometheus else None
 
 
 def _serve_gate(why: str) -> None:

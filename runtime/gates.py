@@ -3,7 +3,8 @@
 - Serve status: the canary app or deployment reports UNHEALTHY or DEPLOY_FAILED.
 - Canary probes: the service's probe request (GateConfig.probe: method, path, body),
   pinned with `x-serve-version: canary`, compared
-  with the same number pinned to the primary: success rate >= threshold, and canary
+  with the same number pinned to the primary: success rate >= threshold (served: the
+  probe's expected statuses, by default any below 400), and canary
   p95 latency <= max(ratio x primary p95, floor).
 """
 
@@ -140,7 +141,7 @@ class Prober:
                     response = client.request(request.method, self.url(), json=request.json_body, headers=headers)
                 else:
                     response = client.request(request.method, self.url(), content=content, headers=headers)
-                ok, answer = response.status_code < 400, str(response.status_code)
+                ok, answer = request.served(response.status_code), str(response.status_code)
             except httpx.TimeoutException:
                 ok, answer = False, "timeout"
             except httpx.HTTPError as exc:

@@ -32,6 +32,7 @@ class LocalClusterSpec:
     dashboard_port: int
     internal_ports_start: int
     state_dir: str  # holds the token, the log and Ray's temp dir
+    metrics_report_interval_ms: int | None = None  # Ray's default (10 s) when None
 
     @property
     def dashboard_url(self) -> str:
@@ -77,7 +78,7 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         f"--ray-client-server-port={p}",
         f"--node-manager-port={p + 1}",
         f"--object-manager-port={p + 2}",
-        f"--metrics-export-port={p + 3}",
+        f"--metrics-export-port={metrics_port(p)}",
         f"--dashboard-agent-listen-port={p + 4}",
         f"--dashboard-agent-grpc-port={p + 5}",
         f"--runtime-env-agent-port={p + 6}",
@@ -89,6 +90,8 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(token_path),
         "RAY_USAGE_STATS_ENABLED": "0",
+        **({"RAY_metrics_report_interval_ms": str(spec.metrics_report_interval_ms)}
+           if spec.metrics_report_interval_ms else {}),
         # Workers import the shipped serving app (runtime.app) from the project.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")])),
     }
@@ -119,6 +122,11 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         f"Ray head '{spec.name}' did not answer on {spec.dashboard_url} within "
         f"{ready_timeout_s:.0f}s; see {log_path}"
     )
+
+
+def metrics_port(internal_ports_start: int) -> int:
+    """The node's metrics page (Ray's and Serve's), one of the head's internal ports."""
+    return internal_ports_start + 3
 
 
 def ray_temp_dir(gcs_port: int) -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 HEAVY, LIGHT, STRATEGY, INERT = "heavy", "light", "strategy", "inert"
 # Ordered from the strongest: a change is as heavy as its heaviest field.
@@ -41,6 +41,82 @@ class ProbeRequest(_Frozen):
     json_body: Any = None  # sent as JSON when set
     body: str | None = Field(None, max_length=1 << 20)  # sent as is when set
     headers: dict[str, str] = {}
+    # The statuses that count as served; unset: any answer below 400.
+    expected_status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(None, min_length=1)
+
+    def served(self, status: int) -> bool:
+        return status in self.expected_status if self.expected_status else status < 400
+
+
+# Built-in Prometheus queries over Ray Serve's own metrics (runtime/prometheus.py holds
+# their text); a check names one of these, or brings its own `query`.
+BUILTIN_QUERIES = ("error-rate", "latency-p95-ms", "latency-p50-ms", "request-rate")
+# What a query template may use (jinja2): the service, the judged version and its Serve
+# app, the primary's and the canary's, and the window as a PromQL duration ("10s").
+QUERY_VARIABLES = ("service", "version", "app", "primary", "primary_app", "canary", "canary_app", "window")
+
+
+class MetricCheck(_Frozen):
+    """One Prometheus check, like Flagger's MetricTemplate with its thresholdRange: the
+    query's value for the canary must lie within [min, max]. No value (no traffic yet,
+    or nothing scraped) is not a verdict: probes fill in at the end of the bake."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    template: Literal[BUILTIN_QUERIES] | None = None  # type: ignore[valid-type]
+    query: str | None = Field(None, min_length=1, max_length=8192)
+    min: float | None = None
+    max: float | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _template(cls, query: str | None) -> str | None:
+        if query is not None:
+            import jinja2
+            from jinja2 import meta
+
+            try:
+                parsed = jinja2.Environment().parse(query)
+            except jinja2.TemplateSyntaxError as exc:
+                raise ValueError(f"not a valid template: {exc.message} (line {exc.lineno})") from None
+            unknown = sorted(meta.find_undeclared_variables(parsed) - set(QUERY_VARIABLES))
+            if unknown:
+                raise ValueError(f"unknown variable {', '.join(unknown)}; known: {', '.join(QUERY_VARIABLES)}")
+        return query
+
+    @model_validator(mode="after")
+    def _complete(self) -> "MetricCheck":
+        if (self.template is None) == (self.query is None):
+            raise ValueError(f"give exactly one of template ({', '.join(BUILTIN_QUERIES)}) or query")
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class PrometheusGate(_Frozen):
+    """Gates over a Prometheus-compatible server's view of the traffic (e.g. one scraping
+    Ray's metrics pages). Checks run at every evaluation, like the splitter's analysis."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=2048)
+    checks: list[MetricCheck] = Field(
+        default_factory=lambda: [MetricCheck(name="error-rate", template="error-rate", max=0.01)], min_length=1)
+    # The query window; unset: the gate's window_seconds. Prometheus' rate() wants at
+    # least two scrapes of fresh values in it: allow for Ray's export interval.
+    window_seconds: float | None = Field(None, ge=1.0, le=3600.0)
+    timeout_seconds: float = Field(5.0, gt=0.0, le=60.0)
+    # Queries that fail (server away, timeouts) this many evaluations in a row stop the
+    # rollout: one lost scrape must not roll back a good version, a blind gate must not pass.
+    max_query_failures: int = Field(3, ge=1, le=1000)
+    headers: dict[str, str] = {}  # e.g. an Authorization header for a hosted Prometheus
+
+    @field_validator("checks")
+    @classmethod
+    def _unique(cls, checks: list[MetricCheck]) -> list[MetricCheck]:
+        names = [c.name for c in checks]
+        if len(names) != len(set(names)):
+            raise ValueError(f"check names must be unique: {names}")
+        return checks
 
 
 class GateConfig(_Frozen):
@@ -66,6 +142,25 @@ class GateConfig(_Frozen):
     latency_p_value: float = change(STRATEGY, 0.001, gt=0.0, lt=1.0)
     latency_slack_ms: float = change(STRATEGY, 25.0, ge=0.0)
     gate_client_errors: bool = change(STRATEGY, False)  # count 4xx answers as errors
+    # Where real traffic is judged from: the splitter's own samples (where its admin
+    # sockets are reachable: the local target), a Prometheus server's queries, or both
+    # ("auto": the splitter, plus Prometheus when `prometheus` is set).
+    source: Literal["auto", "splitter", "prometheus"] = change(STRATEGY, "auto")
+    prometheus: PrometheusGate | None = change(STRATEGY, None)
+
+    @model_validator(mode="after")
+    def _source(self) -> "GateConfig":
+        if self.source == "prometheus" and self.prometheus is None:
+            raise ValueError("source 'prometheus' needs prometheus.url (and checks)")
+        return self
+
+    @property
+    def uses_splitter(self) -> bool:
+        return self.source in ("auto", "splitter")
+
+    @property
+    def uses_prometheus(self) -> bool:
+        return self.prometheus is not None and self.source in ("auto", "prometheus")
 
 
 class RolloutStrategy(_Frozen):

@@ -15,14 +15,16 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 
 from components.providers.watchdog import arm
 
-SPEC_KEYS = ("name", "gpus", "num_cpus", "gcs_port", "dashboard_port", "internal_ports_start", "state_dir")
+SPEC_KEYS = ("name", "gpus", "num_cpus", "gcs_port", "dashboard_port", "internal_ports_start", "state_dir",
+             "metrics_report_interval_ms")
 
 
 def _spec(props: dict):
     from runtime.local_cluster import LocalClusterSpec
 
     # Pulumi's wire format carries every number as a float.
-    return LocalClusterSpec(**{k: int(props[k]) if isinstance(props[k], float) else props[k] for k in SPEC_KEYS})
+    return LocalClusterSpec(**{k: int(props[k]) if isinstance(props[k], float) else props[k]
+                               for k in SPEC_KEYS if k in props})
 
 
 def _handle(props: dict) -> dict:

@@ -16,7 +16,9 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -112,11 +114,11 @@ def stack_env_vars(root: Path, toolchain: Toolchain) -> dict[str, str]:
     return env
 
 
-def config_document(ports: dict, gpus: int, services: list[dict], rollout: dict) -> dict:
+def config_document(ports: dict, gpus: int, services: list[dict], rollout: dict, local: dict | None = None) -> dict:
     """A local stack's whole `config:` section."""
     return {
         "gpuserve:target": "local",
-        "gpuserve:local": {**ports, "num_cpus": 4},
+        "gpuserve:local": {**ports, "num_cpus": 4, **(local or {})},
         "gpuserve:node_pools": [{"name": "gpu", "gpus": gpus}],
         "gpuserve:rollout": rollout,
         "gpuserve:services": services,
@@ -167,6 +169,7 @@ class LocalStack:
     name: str = field(default_factory=lambda: f"it-{uuid.uuid4().hex[:8]}")
     toolchain: Toolchain = CURRENT
     ports: dict = field(default_factory=dict)  # chosen free on 127.0.0.1 unless given
+    local: dict = field(default_factory=dict)  # more `gpuserve:local` settings
 
     def __post_init__(self) -> None:
         self.project = prepare_project(self.root, self.toolchain)
@@ -183,7 +186,7 @@ class LocalStack:
 
     # -- config -----------------------------------------------------------------
     def config_document(self) -> dict:
-        return config_document(self.ports, self.gpus, self.services, self.rollout)
+        return config_document(self.ports, self.gpus, self.services, self.rollout, self.local)
 
     def write_config(self) -> None:
         """Declare the whole config document (`pulumi config set-all --json`)."""
@@ -289,6 +292,70 @@ class LocalStack:
             # The head's token and log live in the repo's .state/<stack>; drop them too.
             shutil.rmtree(REPO / ".state" / self.name, ignore_errors=True)
             shutil.rmtree(local_cluster.ray_temp_dir(self.ports["gcs_port"]), ignore_errors=True)
+
+
+class PrometheusServer:
+    """A real Prometheus server (Debian's package, unpacked by scripts/install-prometheus)
+    on a free 127.0.0.1 port, scraping `targets` (host:port of metrics pages) every
+    second into `root`. Runs in a session of its own, stopped by that session's id."""
+
+    BINARY = REPO / ".tools" / "prometheus" / "usr" / "bin" / "prometheus"
+    UNAVAILABLE = REPO / ".tools" / "prometheus.unavailable"
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why there is no server to run here, or None."""
+        if cls.BINARY.exists():
+            return None
+        if cls.UNAVAILABLE.exists():
+            return cls.UNAVAILABLE.read_text().strip()
+        return f"no {cls.BINARY}: run scripts/install-prometheus (make test does)"
+
+    def __init__(self, root: Path, targets: list[str], scrape_s: float = 1.0):
+        self.root, self.targets, self.scrape_s = root, targets, scrape_s
+        self.port = free_port_block(1)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "PrometheusServer":
+        self.root.mkdir(parents=True, exist_ok=True)
+        interval = f"{int(self.scrape_s * 1000)}ms"
+        (self.root / "prometheus.yml").write_text(yaml.safe_dump({
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "scrape_configs": [{"job_name": "ray", "static_configs": [{"targets": self.targets}]}],
+        }))
+        with open(self.root / "prometheus.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.BINARY), f"--config.file={self.root / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={self.root / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError(f"Prometheus did not become ready; see {self.root / 'prometheus.log'}")
+
+    def __exit__(self, *exc) -> None:
+        if self.process is None:
+            return
+        for pid in local_cluster.session_pids(self.process.pid):
+            os.kill(pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            for pid in local_cluster.session_pids(self.process.pid):
+                os.kill(pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+    def query(self, promql: str) -> list:
+        return httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5).json()["data"]["result"]
 
 
 CLASSIFY = {"method": "POST", "json": {"features": [5.9, 3.0, 4.2, 1.5]}}

@@ -22,6 +22,7 @@ from runtime.controller import RolloutController
 from runtime.errors import RolloutFailed
 from runtime.gates import GateVerdict, ProbeStats, TrafficGate
 from runtime.plan import peak_replicas, traffic_cap
+from runtime import spec as s
 from runtime.spec import ServiceSpec
 from tests.unit.runtime.fake_serve import FakeServe, Put, SimulatedCrash
 
@@ -441,3 +442,48 @@ def test_preview_shows_exactly_the_plans_up_then_runs(case):
     assert tables(text) == ran, f"preview:\n{text}\nup ran:\n" + "\n\n".join(ran)
     if case.startswith("revert"):
         assert ran and "rolling back v2 -> v1" in text
+
+
+class FakeMetrics:
+    """A Prometheus gate whose checks pass until the `fail_from`-th evaluation."""
+
+    def __init__(self, fail_from: int | None = None):
+        self.fail_from, self.calls = fail_from, 0
+
+    def judge(self, service: str, primary: str, canary: str):
+        from runtime.prometheus import MetricsJudgement
+
+        self.calls += 1
+        if self.fail_from is not None and self.calls >= self.fail_from:
+            return MetricsJudgement(False, "prometheus", f"canary error-rate = 0.5, not <= 0.01 ({canary})")
+        return MetricsJudgement(True, "prometheus", "canary error-rate 0 <= 0.01")
+
+
+def gated_by_prometheus(source: str) -> ServiceSpec:
+    wanted = baking(5)
+    gates = wanted.rollout.gates.model_copy(update={
+        "source": source, "prometheus": s.PrometheusGate(url="http://127.0.0.1:9090")})
+    return wanted.model_copy(update={"rollout": wanted.rollout.model_copy(update={"gates": gates})})
+
+
+def test_a_prometheus_check_out_of_range_rolls_back_without_consulting_the_splitter():
+    serve, traffic, metrics = serving("v1"), FakeTraffic(), FakeMetrics(fail_from=2)
+    controller = RolloutController(gated_by_prometheus("prometheus"), serve, prober=FakeProber(), log=lambda _: None,
+                                   poll_s=1.0, traffic=traffic, metrics_gate=lambda gates: metrics)
+    with offline(serve), pytest.raises(RolloutFailed, match=r"\(prometheus gate\): canary error-rate = 0.5"):
+        controller.converge()
+    assert traffic.calls == 0 and metrics.calls == 2
+    assert_serves_only(serve, "v1")
+    evaluations = [e for e in controller.history.entries if e.get("step") == "evaluation"]
+    assert [e["source"] for e in evaluations] == ["prometheus", "prometheus"]
+
+
+def test_with_both_sources_each_evaluation_is_on_record_and_both_must_pass():
+    serve, traffic, metrics = serving("v1"), FakeTraffic(), FakeMetrics()
+    controller = RolloutController(gated_by_prometheus("auto"), serve, prober=FakeProber(), log=lambda _: None,
+                                   poll_s=1.0, traffic=traffic, metrics_gate=lambda gates: metrics)
+    with offline(serve):
+        controller.converge()
+    assert_serves_only(serve, "v2")
+    sources = [e["source"] for e in controller.history.entries if e.get("step") == "evaluation"]
+    assert sources.count("splitter") == sources.count("prometheus") == traffic.calls == metrics.calls > 0

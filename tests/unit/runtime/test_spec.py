@@ -59,3 +59,32 @@ def test_a_heavy_change_lists_its_heavy_fields_first():
     new["scaling"] = {"num_replicas": 3}
     new["version"] = {**new["version"], "version": "v2"}
     assert s.classify_change(base(), new) == ("heavy", ["version.version", "scaling.num_replicas"])
+
+
+@pytest.mark.parametrize("check, message", [
+    ({"name": "c", "max": 1}, "exactly one of template"),
+    ({"name": "c", "template": "error-rate", "query": "up", "max": 1}, "exactly one of template"),
+    ({"name": "c", "template": "error-rate"}, "give min, max or both"),
+    ({"name": "c", "template": "error-rate", "min": 2, "max": 1}, "min must not exceed max"),
+    ({"name": "c", "query": "rate(x{a=\"{{ pod }}\"}[1m])", "max": 1}, "unknown variable pod; known: service"),
+    ({"name": "c", "query": "rate(x[{{ window }]", "max": 1}, "not a valid template"),
+    ({"name": "c", "template": "p99", "max": 1}, "error-rate"),
+])
+def test_a_prometheus_check_says_what_is_wrong_with_it(check, message):
+    with pytest.raises(ValueError, match=message):
+        s.MetricCheck.model_validate(check)
+
+
+def test_prometheus_gating_needs_a_server_and_defaults_to_the_error_rate_check():
+    with pytest.raises(ValueError, match="source 'prometheus' needs prometheus.url"):
+        s.GateConfig(source="prometheus")
+    gates = s.GateConfig(prometheus={"url": "http://127.0.0.1:9090"})
+    assert gates.uses_splitter and gates.uses_prometheus  # "auto": both
+    assert [(c.template, c.max) for c in gates.prometheus.checks] == [("error-rate", 0.01)]
+    assert not s.GateConfig(source="prometheus", prometheus={"url": "http://p:9090"}).uses_splitter
+    assert not s.GateConfig(source="splitter", prometheus={"url": "http://p:9090"}).uses_prometheus
+
+
+def test_a_probe_counts_its_expected_statuses_as_served():
+    assert s.ProbeRequest().served(302) and not s.ProbeRequest().served(404)
+    assert s.ProbeRequest(expected_status=[404]).served(404) and not s.ProbeRequest(expected_status=[404]).served(200)
