@@ -38,7 +38,8 @@ help:
 	@echo "make preview   pulumi preview of STACK (default: local)"
 	@echo "make down      pulumi destroy of STACK; stops the local Ray head"
 	@echo "make recover   clear what a killed 'pulumi up' leaves in state, then refresh"
-	@echo "make bench     rollout safety and GPU cost vs Ray Serve's own update; preview cost"
+	@echo "make bench     rollout safety and GPU cost vs Ray Serve's own update; router overhead;"
+	@echo "               false rollbacks of identical code; preview cost"
 
 setup: venv pulumi-cli crds splitter
 
@@ -108,6 +109,7 @@ test-fast: venv crds splitter
 bench: setup
 	$(PY) -m bench.run
 	$(PY) -m bench.router_overhead
+	$(PY) -m bench.false_rollbacks
 	$(PY) -m bench.preview_scale
 
 clean: down

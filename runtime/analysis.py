@@ -67,10 +67,12 @@ class Judgement:
     detail: str
     canary: Figures
     primary: Figures
+    p_value: float | None = None  # the latency test's, when it ran
 
     def record(self) -> dict:
         return {"source": "splitter", "gate": self.gate, "passed": self.passed, "detail": self.detail,
-                "canary": self.canary.summary(), "primary": self.primary.summary()}
+                "canary": self.canary.summary(), "primary": self.primary.summary(),
+                **({"p_value": float(f"{self.p_value:.3g}")} if self.p_value is not None else {})}
 
 
 def figures(samples: list[dict], version: str, count_client_errors: bool = False) -> Figures:
@@ -104,10 +106,12 @@ def judge(canary: Figures, primary: Figures, t: Thresholds) -> Judgement:
                              f"canary slower: median {canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms "
                              f"(+{slower_by:.0f}ms > {t.latency_slack_ms:g}ms slack, Mann-Whitney p={p:.1e} < "
                              f"{t.latency_p_value:g}) over {len(canary.latencies_ms)}/{len(primary.latencies_ms)} "
-                             f"requests", canary, primary)
+                             f"requests", canary, primary, p)
+    else:
+        p = None
     return Judgement(True, "traffic",
                      f"canary {1 - canary.error_rate:.1%} of {canary.requests} real requests ok, median "
-                     f"{canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms", canary, primary)
+                     f"{canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms", canary, primary, p)
 
 
 def collect(admins: list[str], service: str, since_ms: int, timeout_s: float = 2.0) -> list[dict]:

@@ -93,6 +93,9 @@ class RolloutController:
         if move.intent in (Intent.ROLLBACK_STALE, Intent.ABORT):
             self._rollback(live, reason=move.why, raise_after=False)  # it says what it does
             return self.live()
+        if move.intent is Intent.RESUME_ROLLBACK:
+            self._rollback(live, reason=move.why)  # raises: the rollout failed, as it had
+            return self.live()
         self.say(move.why)
         if move.intent is Intent.ADOPT:
             # Found without a router, it may never have served: it must run before it
@@ -163,6 +166,10 @@ class RolloutController:
             # that stands, rather than judge latency with no reference at all.
             self._measure_baseline(primary, canary, started, live.canary_traffic)
         for step in plan.steps:
+            # Recorded in the router with this step's first write: a run cut off here is
+            # resumed in the same direction (runtime/decisions.py).
+            self.serve.intent = {"direction": "forward", "target": canary, "wave": step.wave,
+                                 "spec": self.spec.digest()}
             try:
                 self._check_deadline(started, step)
                 if STEPS[step.kind](self, primary, canary, started, step, plan):
@@ -227,6 +234,11 @@ class RolloutController:
             plan = plan_rollback(n, self.spec.rollout.max_surge_percent, primary=min(n, live.ready.get(primary, 0)),
                                  canary=live.ready.get(canary, 0), canary_traffic=live.canary_traffic)
             self.say(f"rolling back {canary} -> {primary}: {reason}\n{plan.table()}", step="rollback-start")
+            # Before anything moves, the router records that this is a rollback: a run cut
+            # off from here on finishes it rather than roll the canary forward again.
+            self.serve.intent = {"direction": "rollback", "target": primary, "canary": canary,
+                                 "reason": reason[:300], "spec": self.spec.digest()}
+            self.serve.write_router(primary, canary, live.canary_traffic, live.started_at, self.baseline_p95_ms)
             p, c = live.ready.get(primary, 0), live.ready.get(canary, 0)
             for step in plan.steps:
                 self.serve.shift(primary, canary, step.canary_traffic, live.started_at, self.baseline_p95_ms)

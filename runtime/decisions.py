@@ -25,12 +25,14 @@ class Live(Protocol):
     canary_traffic: float
     declared: dict[str, int]  # version -> declared replicas
     ready: dict[str, int]  # version -> ready replicas
+    intent: dict | None  # what the last run was doing, from the router
 
 
 class Intent(str, Enum):
     CREATE = "create"  # nothing live: deploy the version and route all traffic to it
     ADOPT = "adopt"  # version apps but no router: route everything to one of them
     ROLLBACK_STALE = "rollback-stale"  # a live canary that is not the target
+    RESUME_ROLLBACK = "resume-rollback"  # a rollback of the target was cut off; config unchanged since
     IN_PLACE = "in-place"  # the target is primary: lightweight changes only
     ABORT = "abort"  # canary_percent 0 while the target is the canary
     DECLINE = "decline"  # canary_percent 0 and nothing under way: nothing moves
@@ -53,7 +55,7 @@ class Move:
 
     def describe(self, service: str) -> str:
         """One line, plus the plan table when there is one (what preview prints)."""
-        rollback = self.intent in (Intent.ROLLBACK_STALE, Intent.ABORT)
+        rollback = self.intent in (Intent.ROLLBACK_STALE, Intent.ABORT, Intent.RESUME_ROLLBACK)
         line = f"[{service}] " + (f"rolling back {self.canary} -> {self.primary}: {self.why}" if rollback else self.why)
         return f"{line}\n{self.plan.table()}" if self.plan is not None else line
 
@@ -80,7 +82,14 @@ def decide(live: Live, spec: ServiceSpec) -> list[Move]:
         moves.append(Move(Intent.ROLLBACK_STALE, primary, canary, f"stale canary {canary}: {why}",
                           _rollback(live, n, surge, primary, canary, traffic)))
         canary, traffic = None, 0.0
-    if primary == target:
+    intent = live.intent or {}
+    if canary and canary == target and intent.get("direction") == "rollback" and intent.get("spec") == spec.digest():
+        # A rollback stays a rollback: the run that began it was cut off, and nothing the
+        # user declares has changed since, so finishing the rollout would undo a verdict.
+        moves.append(Move(Intent.RESUME_ROLLBACK, primary, canary,
+                          f"finishing the interrupted rollback ({intent.get('reason') or 'no reason recorded'})",
+                          _rollback(live, n, surge, primary, canary, traffic)))
+    elif primary == target:
         moves.append(Move(Intent.IN_PLACE, primary, None, f"{primary} stays primary; lightweight changes apply in place"))
     elif hold == 0 and canary == target:
         moves.append(Move(Intent.ABORT, primary, canary, "canary_percent is 0 (abort requested)",

@@ -2,7 +2,8 @@
 
 The only state kept outside the version apps sits in the Router's user_config: which
 version is primary, which is canary, the weights, when the rollout started (for the
-deadline) and the primary's latency before traffic moved. It lives in the cluster, so it
+deadline), the primary's latency before traffic moved, and the run's intent (forward or
+rollback, written before each step). It lives in the cluster, so it
 survives a crash of `pulumi up`.
 """
 
@@ -29,6 +30,9 @@ class LiveService:
     started_at: float | None  # rollout start, from the router
     latency_baseline_ms: float | None  # primary p95 before traffic moved, from the router
     router_config: dict | None
+    # What the run that wrote the router was doing, written before each step: direction
+    # ("forward" | "rollback"), target, wave, reason, and the config's digest then.
+    intent: dict | None = None
 
     def outputs(self) -> dict:
         weights = {}
@@ -62,12 +66,13 @@ def observe(state: ServeState, service: str) -> LiveService:
         canary = None
     if primary and primary not in declared:
         primary = None
-    started = baseline = None
+    started = baseline = intent = None
     if router:
         for deployment in router.config.get("deployments", []):
             user = deployment.get("user_config") or {}
             started = user.get("rollout_started_at", started)
             baseline = user.get("latency_baseline_ms", baseline)
+            intent = user.get("intent", intent)
     return LiveService(
         primary=primary,
         canary=canary,
@@ -79,6 +84,7 @@ def observe(state: ServeState, service: str) -> LiveService:
         started_at=started,
         latency_baseline_ms=baseline,
         router_config=router.config if router else None,
+        intent=intent if canary else None,  # with no canary, nothing is under way
     )
 
 

@@ -20,6 +20,7 @@ import httpx
 
 from runtime.errors import LocalClusterError
 from runtime.constants import PROJECT_DIR
+from runtime.environment import child_environment
 
 
 
@@ -85,18 +86,18 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         f"--min-worker-port={p + 10}",
         f"--max-worker-port={p + 199}",
     ]
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(token_path),
-        "RAY_USAGE_STATS_ENABLED": "0",
+    # Only an allowlist of the operator's environment (runtime/environment.py): replicas
+    # run user code, and `pulumi up` holds passphrases and credentials.
+    env = child_environment(
+        os.environ,
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_path),
+        RAY_USAGE_STATS_ENABLED="0",
         **({"RAY_metrics_report_interval_ms": str(spec.metrics_report_interval_ms)}
            if spec.metrics_report_interval_ms else {}),
-        # Workers import the shipped serving app (runtime.app) from the project.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")])),
-    }
-    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
-        env.pop(key, None)
+        # Workers import the project's shipped modules (traffic/, the 0.1 runtime.app).
+        PYTHONPATH=str(PROJECT_DIR),
+    )
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -32,6 +32,9 @@ class ServeActions:
         self.poll_s = poll_s
         self._code_uri: str | None = None
         self._record_uri: str | None = None
+        # The run's intent, recorded in the router with every write that names a canary
+        # (runtime/live.py): the controller sets it before each step.
+        self.intent: dict | None = None
 
     # --------------------------------------------------------------- packages
     def code_uri(self) -> str | None:
@@ -97,6 +100,8 @@ class ServeActions:
             user["rollout_started_at"] = started or time.time()
             if baseline_p95_ms is not None:
                 user["latency_baseline_ms"] = baseline_p95_ms
+            if self.intent is not None:
+                user["intent"] = self.intent
         self.apply(lambda a: {**a, router["name"]: router})
 
     def shift(self, primary: str, canary: str, canary_traffic: float, started: float | None,

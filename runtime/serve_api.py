@@ -13,21 +13,30 @@ does that under a per-cluster lock.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import filelock
 import httpx
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from runtime.apps import SCALED_DEPLOYMENT_ENV
 from runtime.errors import ServeApiError
 
 APPS_PATH = "/api/serve/applications/"
-_TRANSIENT = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class TransientServeError(ServeApiError):
+    """An answer worth asking again: the dashboard is busy, restarting or overloaded."""
+
+
+_TRANSIENT = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout,
+              httpx.WriteError, httpx.PoolTimeout, TransientServeError)
 
 
 @dataclass(frozen=True)
@@ -134,30 +143,46 @@ def validate_deploy_config(config: dict) -> dict:
     return config
 
 
+# The lock guards one read-modify-write of the config: seconds. A wait this long means the
+# holder is stuck, and saying so beats waiting forever.
+LOCK_TIMEOUT_S = 60.0
+
+
 @contextlib.contextmanager
-def cluster_lock(dashboard_url: str) -> Iterator[None]:
+def cluster_lock(dashboard_url: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """Serialise read-modify-write of one cluster's Serve config across processes.
 
     Pulumi runs resource operations in parallel, and PUT replaces every app, so two
-    services writing at once would undo each other without this lock.
+    services writing at once would undo each other without this lock. The holder's pid
+    sits beside it, so that a timeout can name who holds it.
     """
     digest = hashlib.sha256(dashboard_url.encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / f"gpuserve-serve-{digest}.lock"
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    holder = path.with_suffix(".holder")
+    lock = filelock.FileLock(path)
+    try:
+        lock.acquire(timeout=timeout_s)
+    except filelock.Timeout:
+        who = holder.read_text().strip() if holder.exists() else "unknown"
+        raise ServeApiError(
+            f"the Serve config lock of {dashboard_url} ({path}) is still held after {timeout_s:g}s, by pid {who}; "
+            "if that process is stuck, end it, then run `pulumi up` again") from None
+    try:
+        holder.write_text(str(os.getpid()))
+        yield
+    finally:
+        lock.release()
 
 
 class ServeClient:
-    def __init__(self, dashboard_url: str, token: str, timeout_s: float = 30.0):
+    def __init__(self, dashboard_url: str, token: str, timeout_s: float = 30.0,
+                 transport: httpx.BaseTransport | None = None):
         self.dashboard_url = dashboard_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.dashboard_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout_s,
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -176,14 +201,16 @@ class ServeClient:
 
     @retry(
         retry=retry_if_exception_type(_TRANSIENT),
-        wait=wait_exponential(multiplier=0.2, max=2),
+        # Exponential with full jitter, so parallel services do not retry in lockstep.
+        wait=wait_random_exponential(multiplier=0.2, max=2),
         stop=stop_after_delay(30),
         reraise=True,
     )
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         response = self._http.request(method, path, **kwargs)
         if response.status_code >= 400:
-            raise ServeApiError(
+            kind = TransientServeError if response.status_code in _TRANSIENT_STATUS else ServeApiError
+            raise kind(
                 f"{method} {self.dashboard_url}{path} returned {response.status_code}: "
                 f"{response.text[:500]}"
             )

@@ -266,6 +266,15 @@ class ServiceSpec(_Frozen):
     # Capacity facts for the policy pack ({pool_gpus, others_steady_gpus}); unused here.
     capacity: dict[str, float] | None = change(INERT, None)
 
+    def digest(self) -> str:
+        """This service's declared config, in 16 hex digits: what the user wrote, not where
+        the cluster happens to be (URLs, sockets) nor what other services take."""
+        import hashlib
+        import json
+
+        declared = self.model_dump(mode="json", exclude={"http_url", "splitter_admins", "capacity", "http_options"})
+        return hashlib.sha256(json.dumps(declared, sort_keys=True).encode()).hexdigest()[:16]
+
 
 def change_kind(model: type[BaseModel], field: str) -> str:
     """The declared kind of a change of `model.field` (a nested model's own marks win)."""

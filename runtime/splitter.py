@@ -22,6 +22,7 @@ import httpx
 import psutil
 
 from runtime.constants import PROJECT_DIR
+from runtime.environment import child_environment
 from runtime.errors import LocalClusterError, RolloutFailed
 
 BINARY = PROJECT_DIR / ".tools" / "bin" / "gpuserve-splitter"
@@ -76,7 +77,7 @@ def start_instance(spec: SplitterSpec, index: int) -> Instance:
                f"-max-body-bytes={spec.max_body_bytes}", f"-max-header-bytes={spec.max_header_bytes}"]
     with open(log, "ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, cwd=state)
+                                   start_new_session=True, cwd=state, env=child_environment(os.environ))
     instance = Instance(process.pid, psutil.Process(process.pid).create_time(), str(admin), str(log))
     deadline = time.monotonic() + 10
     while not _admin_answers(instance):

@@ -40,3 +40,15 @@ def test_a_smoke_run_of_the_router_overhead_bench_writes_every_column(tmp_path):
     assert row["requests_per_path"] == 30
     assert row["p50_ms_direct"] > 0 and row["p50_ms_splitter"] > 0 and row["splitter_cpu_ms_per_request"] >= 0
     assert "| clients |" in (tmp_path / report_path.name.replace(".json", ".md")).read_text()
+
+
+def test_a_smoke_run_of_the_false_rollback_bench_counts_each_rollout(tmp_path):
+    from bench import false_rollbacks
+
+    assert false_rollbacks.main(["--smoke", "--out", str(tmp_path)]) == 0
+    (report_path,) = tmp_path.glob("*-false-rollbacks.json")
+    report = json.loads(report_path.read_text())
+    assert [row["run"] for row in report["rows"]] == [1, 2]
+    for row in report["rows"]:
+        assert row["sent"] > 0 and row["evaluations"] >= 1 or row["rolled_back"]
+    assert "rollouts of identical code under load" in report["summary"]

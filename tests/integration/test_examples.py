@@ -211,6 +211,25 @@ def test_a_user_app_that_cannot_start_fails_up_with_its_own_exception_and_frame(
     assert cleaned.ok and httpx.get(stack.endpoint("items") + "/healthz", timeout=30).status_code == 200
 
 
+def test_a_replica_sees_its_declared_variables_and_none_of_the_operators_secrets(stack):
+    probe = {"name": "envprobe", "pool": "gpu", "version": "v1", "code_dir": "tests/integration/apps/envprobe",
+             "import_path": "app:app", "deployment": "EnvProbe", "num_replicas": 1,
+             "ray_actor_options": {"num_gpus": 0.5}, "runtime_env": {"env_vars": {"GPUSERVE_DECLARED": "yes"}}}
+    declared = stack.services
+    stack.services = [*declared, probe]
+    stack.write_config()
+    try:
+        stack.up()
+        names = set(httpx.get(stack.endpoint("envprobe"), timeout=30).json()["names"])
+    finally:
+        stack.services = declared
+        stack.write_config()
+        stack.up()
+    assert stack.env["PULUMI_CONFIG_PASSPHRASE"]  # `up` ran with it...
+    assert "GPUSERVE_DECLARED" in names and "PATH" in names
+    assert not {n for n in names if n.startswith(("PULUMI_", "AWS_"))}, names  # ...the replica never saw it
+
+
 def test_losing_one_splitter_instance_under_load_fails_at_most_the_requests_in_flight_on_it(stack):
     instances = stack.splitter_instances()
     assert len(instances) == 2 and all(i.alive() for i in instances)

@@ -487,3 +487,34 @@ def test_with_both_sources_each_evaluation_is_on_record_and_both_must_pass():
     assert_serves_only(serve, "v2")
     sources = [e["source"] for e in controller.history.entries if e.get("step") == "evaluation"]
     assert sources.count("splitter") == sources.count("prometheus") == traffic.calls == metrics.calls > 0
+
+
+def test_a_rollback_killed_midway_is_finished_by_the_next_run_with_the_same_config():
+    serve = serving("v1")
+    with pytest.raises(RolloutFailed):
+        converge(serve, spec("v2"), FakeProber(fail_at=2))  # a rollback from wave 2
+    rollback_puts, cut_mid_rollback = len(serve.puts), 0
+    for crash_at in range(1, rollback_puts):
+        serve = serving("v1")
+        serve.crash_at_put, serve.attempts = crash_at, 0
+        try:
+            converge(serve, spec("v2"), FakeProber(fail_at=2))
+        except (SimulatedCrash, RolloutFailed):
+            pass
+        serve.crash_at_put = None
+        rolling_back = serve_router_intent(serve) == "rollback"
+        cut_mid_rollback += rolling_back
+        try:
+            converge(serve, spec("v2"))  # the next `pulumi up`, the same config, gates that pass
+        except RolloutFailed as failed:
+            assert rolling_back and "finishing the interrupted rollback" in str(failed)
+        if rolling_back:
+            assert_serves_only(serve, "v1")  # a rollback stayed a rollback
+        assert_capacity_safe(serve.puts)
+    assert cut_mid_rollback >= 3  # the rollback's own PUTs, each a place to be cut off
+
+
+def serve_router_intent(serve: FakeServe) -> str | None:
+    router = serve.configs.get(SERVICE) or {}
+    user = (router.get("deployments") or [{}])[0].get("user_config") or {}
+    return (user.get("intent") or {}).get("direction") if user.get("canary") else None

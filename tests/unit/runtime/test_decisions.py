@@ -28,6 +28,7 @@ class Live:
     canary: str | None = None
     canary_traffic: float = 0.0
     ready: dict[str, int] = field(default_factory=lambda: {"v1": N})
+    intent: dict | None = None
 
     @property
     def declared(self) -> dict[str, int]:
@@ -97,3 +98,24 @@ def test_version_apps_without_a_router_are_adopted_first():
 
 def test_only_adopt_and_stale_rollback_are_followed_by_another_decision():
     assert {i for i in Intent if not i.terminal} == {Intent.ADOPT, Intent.ROLLBACK_STALE}
+
+
+def test_an_interrupted_rollback_of_the_target_is_finished_not_rolled_forward():
+    wanted = spec("v2")
+    live = Live(canary="v2", canary_traffic=25.0, ready={"v1": 3, "v2": 2},
+                intent={"direction": "rollback", "target": "v1", "reason": "canary failed 10 of 100",
+                        "spec": wanted.digest()})
+    (move,) = decide(live, wanted)
+    assert move.intent is Intent.RESUME_ROLLBACK and move.intent.terminal
+    assert move.describe("llm").startswith("[llm] rolling back v2 -> v1: finishing the interrupted rollback "
+                                           "(canary failed 10 of 100)")
+
+
+def test_a_changed_config_since_the_interrupted_rollback_lets_the_rollout_resume():
+    live = Live(canary="v2", canary_traffic=25.0, ready={"v1": 3, "v2": 2},
+                intent={"direction": "rollback", "target": "v1", "spec": spec("v2").digest()})
+    (move,) = decide(live, spec("v2", surge=50))  # the user changed the config: a new attempt
+    assert move.intent is Intent.ROLLOUT and move.resumed
+    forward = Live(canary="v2", canary_traffic=25.0, ready={"v1": 3, "v2": 2},
+                   intent={"direction": "forward", "target": "v2", "spec": spec("v2").digest()})
+    assert decide(forward, spec("v2"))[0].intent is Intent.ROLLOUT
