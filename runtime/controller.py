@@ -165,6 +165,7 @@ class RolloutController:
             # Killed before the baseline reached the router: measure it now, at the split
             # that stands, rather than judge latency with no reference at all.
             self._measure_baseline(primary, canary, started, live.canary_traffic)
+        self.serve.deadline = started + self.spec.rollout.deadline_minutes * 60
         for step in plan.steps:
             # Recorded in the router with this step's first write: a run cut off here is
             # resumed in the same direction (runtime/decisions.py).
@@ -177,7 +178,32 @@ class RolloutController:
             except GateFailed as failed:  # compensate, then raise RolloutFailed
                 self._rollback(self.live(), reason=failed.verdict.detail, wave=step.wave,
                                waves=plan.waves, verdict=failed.verdict)
+            except RolloutFailed:
+                raise  # a wait gave up after its own compensation
+            except Exception as exc:
+                self._safety_net(exc, step, plan)
         return self.live()
+
+    def _safety_net(self, exc: Exception, step: Step, plan: Plan) -> None:
+        """Anything unforeseen after traffic may have moved: all traffic back on the
+        primary (the same capacity-safe rollback) before the error surfaces."""
+        cause = f"unexpected error in {step.kind.value}{f' {step.wave}' if step.wave else ''}: " \
+                f"{type(exc).__name__}: {str(exc)[:300]}"
+        try:
+            live = self.live()
+        except Exception as unreadable:
+            raise RolloutFailed(f"{cause}; and the live state is unreadable ({type(unreadable).__name__}: "
+                                f"{unreadable}), so traffic may still reach the canary: run `pulumi up` "
+                                "again once the cluster answers") from exc
+        if live.canary is None:
+            raise RolloutFailed(f"{self.spec.service}: {cause}; {live.primary} serves 100%") from exc
+        try:
+            self._rollback(live, reason=cause, wave=step.wave, waves=plan.waves)
+        except RolloutFailed:
+            raise
+        except Exception as again:
+            raise RolloutFailed(f"{cause}; the rollback failed too ({type(again).__name__}: {again}): run "
+                                "`pulumi up` again to finish it") from exc
 
     def _deploy_canary(self, primary: str, canary: str, started: float, step: Step, plan: Plan) -> bool:
         self.serve.put_declared_version(step.canary_replicas)
@@ -234,6 +260,7 @@ class RolloutController:
             plan = plan_rollback(n, self.spec.rollout.max_surge_percent, primary=min(n, live.ready.get(primary, 0)),
                                  canary=live.ready.get(canary, 0), canary_traffic=live.canary_traffic)
             self.say(f"rolling back {canary} -> {primary}: {reason}\n{plan.table()}", step="rollback-start")
+            self.serve.deadline = None  # a rollback runs to its end, deadline or not
             # Before anything moves, the router records that this is a rollback: a run cut
             # off from here on finishes it rather than roll the canary forward again.
             self.serve.intent = {"direction": "rollback", "target": primary, "canary": canary,
@@ -285,6 +312,9 @@ class RolloutController:
             verdict = self._status_verdict(canary)
             if not verdict.passed:
                 return verdict
+            if self.serve.deadline is not None and time.time() > self.serve.deadline:
+                return GateVerdict(False, "deadline", f"rollout deadline of {self.spec.rollout.deadline_minutes:g} "
+                                   f"minutes passed during the bake of wave {step.wave}")
             if gates.enabled:
                 latest = []
                 if gates.uses_splitter:

@@ -35,6 +35,9 @@ class ServeActions:
         # The run's intent, recorded in the router with every write that names a canary
         # (runtime/live.py): the controller sets it before each step.
         self.intent: dict | None = None
+        # The rollout's deadline (epoch seconds) while one runs forward: every wait ends by
+        # then. None during a rollback, which must finish whatever the clock says.
+        self.deadline: float | None = None
 
     # --------------------------------------------------------------- packages
     def code_uri(self) -> str | None:
@@ -167,7 +170,10 @@ class ServeActions:
     def wait_ready(self, version: str, replicas: int, purpose: str, on_fail: OnFail) -> None:
         """Wait until exactly `replicas` replicas of `version` run. A failed Serve status or
         the step timeout calls `on_fail(reason)` (which may raise), then raises RolloutFailed."""
-        deadline = time.monotonic() + self.spec.rollout.step_timeout_seconds
+        timeout_s, cause = self.spec.rollout.step_timeout_seconds, "step_timeout_seconds"
+        if self.deadline is not None and self.deadline - time.time() < timeout_s:
+            timeout_s, cause = max(0.0, self.deadline - time.time()), "the rollout's deadline_minutes"
+        deadline = time.monotonic() + timeout_s
         while True:
             app = self.app(version)
             if app is not None:
@@ -179,8 +185,8 @@ class ServeActions:
                 if not verdict.passed:
                     self._give_up(f"{purpose}: {verdict.detail}", on_fail)
             if time.monotonic() > deadline:
-                self._give_up(f"{purpose}: not ready within {self.spec.rollout.step_timeout_seconds:g}s "
-                              f"(status {app.status if app else 'missing'})", on_fail)
+                self._give_up(f"{purpose}: not ready within {timeout_s:.0f}s ({cause}; "
+                              f"status {app.status if app else 'missing'})", on_fail)
             time.sleep(self.poll_s)
 
     def wait_gone(self, version: str, timeout_s: float = 120.0) -> None:

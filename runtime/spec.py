@@ -173,7 +173,7 @@ class RolloutStrategy(_Frozen):
     bake_seconds: float = change(STRATEGY, 30.0, ge=0.0, le=86_400.0)
     deadline_minutes: float = change(STRATEGY, 120.0, gt=0.0, le=7 * 24 * 60.0)
     # Longest wait for replicas to become ready in one step before rolling back.
-    step_timeout_seconds: float = change(STRATEGY, 600.0, gt=0.0)
+    step_timeout_seconds: float = change(STRATEGY, 600.0, gt=0.0, le=86_400.0)
     # Hold the canary at this traffic share until the next `pulumi up`; 100 completes, 0 aborts.
     canary_percent: int | None = change(STRATEGY, None, ge=0, le=100)
     gates: GateConfig = change(STRATEGY, GateConfig())

@@ -26,8 +26,9 @@ from runtime.serve_api import ServeState, parse_state
 _CODE_FIELDS = ("import_path", "args", "runtime_env")
 
 
-class SimulatedCrash(Exception):
-    """`pulumi up` was killed just before its PUT reached Serve."""
+class SimulatedCrash(BaseException):
+    """`pulumi up` was killed just before its PUT reached Serve. A BaseException, as a
+    kill is nothing the controller can catch: no safety net runs."""
 
 
 @dataclass(frozen=True)

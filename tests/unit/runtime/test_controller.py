@@ -518,3 +518,36 @@ def serve_router_intent(serve: FakeServe) -> str | None:
     router = serve.configs.get(SERVICE) or {}
     user = (router.get("deployments") or [{}])[0].get("user_config") or {}
     return (user.get("intent") or {}).get("direction") if user.get("canary") else None
+
+
+def test_a_step_never_waits_past_the_rollout_deadline():
+    serve = serving("v1")
+    serve.start_polls = 10**6  # the canary's replicas never become ready
+    wanted = spec("v2")
+    wanted = wanted.model_copy(update={"rollout": wanted.rollout.model_copy(
+        update={"deadline_minutes": 2.0, "step_timeout_seconds": 600.0})})
+    with pytest.raises(RolloutFailed, match=r"canary deploy: not ready within 120s \(the rollout's deadline_minutes"):
+        converge(serve, wanted)
+    assert_serves_only(serve, "v1")
+
+
+@pytest.mark.parametrize("kind", ["deploy-canary", "wave", "hold", "finish"])
+def test_an_unexpected_error_at_any_step_puts_all_traffic_back_on_the_primary_first(kind):
+    from runtime.plan import StepKind
+
+    step_kind = StepKind(kind)
+    original = controller_module.STEPS[step_kind]
+
+    def failing(self, *args):
+        original(self, *args)  # the step's moves happened: traffic may have moved
+        raise RuntimeError("injected: Serve said something nobody expected")
+
+    serve = serving("v1")
+    wanted = spec("v2", canary_percent=50 if kind == "hold" else None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(controller_module.STEPS, step_kind, failing)
+        with pytest.raises(RolloutFailed, match=rf"unexpected error in {kind}.*RuntimeError: injected"):
+            converge(serve, wanted)
+    # A finished rollout has no primary but the new one; anything else is rolled back.
+    assert_serves_only(serve, "v2" if kind == "finish" else "v1")
+    assert_capacity_safe(serve.puts)
