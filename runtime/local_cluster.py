@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from runtime.errors import LocalClusterError
 from runtime.constants import PROJECT_DIR
@@ -50,6 +51,9 @@ class LocalClusterHandle:
     dashboard_url: str
     token_path: str
     log_path: str
+    # The head process's start time (psutil): with the pid, its identity. A recycled pid
+    # has another start time. None in state written before it was recorded.
+    create_time: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +108,7 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
             env=env, cwd=PROJECT_DIR, start_new_session=True,
         )
     handle = LocalClusterHandle(
-        pid=process.pid, sid=process.pid, started_at=time.time(),
+        pid=process.pid, sid=process.pid, started_at=time.time(), create_time=psutil.Process(process.pid).create_time(),
         dashboard_url=spec.dashboard_url, token_path=str(token_path), log_path=str(log_path),
     )
     deadline = time.monotonic() + ready_timeout_s
@@ -169,8 +173,20 @@ def session_pids(sid: int) -> list[int]:
 
 
 def alive(handle: LocalClusterHandle | dict) -> bool:
+    """Whether the head still runs: judged by its identity (the `ray start` process, with
+    its start time when recorded, in its own session), never by how fast the dashboard
+    answers. A slow or failing dashboard is a reason to retry, not to replace the head
+    and every service on it."""
     h = handle if isinstance(handle, LocalClusterHandle) else LocalClusterHandle(**handle)
-    return h.pid in session_pids(h.sid) and dashboard_ready(h)
+    if h.pid not in session_pids(h.sid):
+        return False
+    try:
+        process = psutil.Process(h.pid)
+        if h.create_time is not None:
+            return abs(process.create_time() - h.create_time) < 1.0
+        return any("ray" in part for part in process.cmdline()[:3])
+    except psutil.Error:
+        return False
 
 
 def stop(handle: LocalClusterHandle | dict, grace_s: float = 15.0) -> int:

@@ -1,8 +1,9 @@
 """LocalRayHead: a dynamic resource that owns one Ray head process tree on 127.0.0.1.
 
 create  starts `ray start --head --block` in its own session; records pid and sid
-read    reports whether that session is alive and the dashboard answers
-diff    no change while alive and the spec is the same; a dead head is replaced
+read    reports whether the head is alive, by its process identity (runtime/local_cluster.py)
+diff    no change while alive and the spec is the same; only a head that is really gone is
+        replaced, never one whose dashboard is merely slow
 delete  stops exactly that session (never the Ray CLI's stop-everything command)
 """
 
@@ -28,7 +29,7 @@ def _spec(props: dict):
 
 
 def _handle(props: dict) -> dict:
-    keys = ("pid", "sid", "started_at", "dashboard_url", "token_path", "log_path")
+    keys = ("pid", "sid", "started_at", "dashboard_url", "token_path", "log_path", "create_time")
     handle = {k: props.get(k) for k in keys}
     for k in ("pid", "sid"):
         handle[k] = int(handle[k]) if handle[k] is not None else None
