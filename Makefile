@@ -24,12 +24,13 @@ export PULUMI_PYTHON_CMD := $(PY)
 ifeq ($(shell grep -qs 'gpuserve:target: *aws' stacks/Pulumi.$(STACK).yaml && echo aws),)
 export PULUMI_CONFIG_PASSPHRASE ?= gpuserve-local-stack
 endif
-PULUMI := $(TOOLS)/pulumi
+# The CLI under gpuserve's supervisor (supervisor/): a killed update leaves no process behind.
+PULUMI := $(CURDIR)/.tools/supervised/bin/pulumi
 # The CrossGuard pack runs on every preview and up; PACK= (empty) turns it off.
 PACK ?= policies
 POLICY_FLAGS := $(if $(PACK),--policy-pack $(PACK)/run-pack,)
 
-.PHONY: help setup venv pulumi-cli crds splitter prometheus stack check-config up down preview refresh recover test test-fast bench clean constraints
+.PHONY: help setup venv pulumi-cli crds splitter supervisor prometheus stack check-config up down preview refresh recover test test-fast bench clean constraints
 
 help:
 	@echo "make up        set everything up and run 'pulumi up' on the local stack"
@@ -41,7 +42,7 @@ help:
 	@echo "make bench     rollout safety and GPU cost vs Ray Serve's own update; router overhead;"
 	@echo "               false rollbacks of identical code; preview cost"
 
-setup: venv pulumi-cli crds splitter
+setup: venv pulumi-cli crds splitter supervisor
 
 # Quick when nothing changed; remade when the pins change or PYTHON names another version.
 venv:
@@ -65,6 +66,9 @@ crds:
 splitter:
 	@scripts/build-splitter
 
+supervisor:
+	@scripts/build-supervisor
+
 pulumi-cli:
 	scripts/install-pulumi
 
@@ -80,6 +84,7 @@ check-config: venv
 	@$(PY) -m components.config stacks/Pulumi.$(STACK).yaml
 
 up: stack check-config
+	@PULUMI=$(PULUMI) PYTHON=$(PY) scripts/recover --if-stale $(STACK)
 	$(PULUMI) up --yes --stack $(STACK) $(POLICY_FLAGS)
 	@echo
 	@$(PULUMI) stack output --stack $(STACK)
@@ -100,11 +105,13 @@ recover: stack
 
 test: setup prometheus
 	cd splitter && GOTOOLCHAIN=local go test ./...
+	cd supervisor && GOTOOLCHAIN=local go test ./...
 	$(PY) -m pytest
 
-test-fast: venv crds splitter
+test-fast: venv crds splitter supervisor
 	cd splitter && GOTOOLCHAIN=local go test ./...
-	$(PY) -m pytest -m "not integration"
+	cd supervisor && GOTOOLCHAIN=local go test ./...
+	$(PY) -m pytest -m "not integration and not faults"
 
 bench: setup
 	$(PY) -m bench.run

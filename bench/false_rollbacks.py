@@ -66,19 +66,25 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(1)
                     result = stack.up(check=False)
                 judged = evaluations(stack) if result.ok else []
-                diffs = [e["canary"]["p50_ms"] - e["primary"]["p50_ms"] for e in judged
-                         if e["canary"]["requests"] and e["primary"]["requests"]]
-                p_values = [e["p_value"] for e in judged if "p_value" in e]
+                # Only where the latency test ran (both sides had min_samples answers): at the
+                # 100% step the primary's few in-flight answers are no distribution.
+                tested = [e for e in judged if "p_value" in e]
+                diffs = [e["canary"]["p50_ms"] - e["primary"]["p50_ms"] for e in tested]
+                p_values = [e["p_value"] for e in tested]
                 rows.append({"run": run, "rolled_back": not result.ok, "sent": load.sent, "failed": load.failed,
                              "min_p_value": min(p_values) if p_values else None,
                              "evaluations": len(judged), "judged": sum(e["passed"] is not None for e in judged),
+                             "latency_tested": len(tested),
+                             "worst": max(tested, key=lambda e: e["canary"]["p50_ms"] - e["primary"]["p50_ms"],
+                                          default=None),
                              "max_median_diff_ms": round(max(diffs), 1) if diffs else None,
                              "seconds": round(time.monotonic() - start, 1),
                              "why": None if result.ok else next(
                                  (line for line in result.log.splitlines() if "rolled back" in line), "?")})
                 r = rows[-1]
                 print(f"run {run:2d}: {'ROLLED BACK' if r['rolled_back'] else 'promoted'}, {r['judged']} "
-                      f"judged evaluations, max canary-primary median {r['max_median_diff_ms']} ms, "
+                      f"judged evaluations, {r['latency_tested']} latency-tested, max canary-primary median "
+                      f"{r['max_median_diff_ms']} ms, "
                       f"min p {r['min_p_value']}, "
                       f"sent {r['sent']} failed {r['failed']} in {r['seconds']}s", flush=True)
                 if not result.ok:
@@ -97,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stamp}-false-rollbacks.json").write_text(json.dumps(
         {"machine": host, "runs": runs, "bake_s": bake_s, "summary": summary, "rows": rows}, indent=1))
-    table = ["| run | outcome | judged evaluations | max canary-primary median ms | min p-value | sent | failed |",
-             "|---|---|---|---|---|---|---|"]
+    table = ["| run | outcome | judged evaluations | latency-tested | max canary-primary median ms | min p-value "
+             "| sent | failed |", "|---|---|---|---|---|---|---|---|"]
     table += [f"| {r['run']} | {'rolled back' if r['rolled_back'] else 'promoted'} | {r['judged']} | "
-              f"{r['max_median_diff_ms']} | {r['min_p_value']} | {r['sent']} | {r['failed']} |" for r in rows]
+              f"{r['latency_tested']} | {r['max_median_diff_ms']} | {r['min_p_value']} | {r['sent']} | "
+              f"{r['failed']} |" for r in rows]
     (args.out / f"{stamp}-false-rollbacks.md").write_text(
         f"# False rollbacks ({stamp})\n\n{summary}\n\n" + "\n".join(table) + "\n")
     return 0

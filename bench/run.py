@@ -13,6 +13,13 @@ every 250 ms. Scenarios:
 4. gpuserve rollout to a broken version (constructor raises)   (pulumi up, rolls back)
 5. peer: Ray Serve's own update to the same broken version     (Serve REST API)
 6. gpuserve rollout to a version failing 20% of requests       (pulumi up, rolls back)
+7. peer: Ray Serve's own update to that same flaky version      (Serve REST API)
+8. gpuserve rollout to a version that starts failing 10 s in    (pulumi up, rolls back)
+9. gpuserve rollout to a version 50 ms slower per request       (pulumi up, rolls back)
+
+Per scenario: requests sent and failed (client side), latency before and during, GPUs,
+capacity, wall time, and for rollbacks the detect-to-primary time (the failing verdict
+to all traffic back on the primary) and the retries the splitter spent on the primary.
 
 Writes bench/results/<timestamp>.json, .md and one PNG timeline per scenario.
 """

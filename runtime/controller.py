@@ -259,13 +259,14 @@ class RolloutController:
         if canary is not None:
             plan = plan_rollback(n, self.spec.rollout.max_surge_percent, primary=min(n, live.ready.get(primary, 0)),
                                  canary=live.ready.get(canary, 0), canary_traffic=live.canary_traffic)
-            self.say(f"rolling back {canary} -> {primary}: {reason}\n{plan.table()}", step="rollback-start")
             self.serve.deadline = None  # a rollback runs to its end, deadline or not
-            # Before anything moves, the router records that this is a rollback: a run cut
-            # off from here on finishes it rather than roll the canary forward again.
+            # Before anything moves (and before it is announced), the router records that
+            # this is a rollback: a run cut off from here on finishes it rather than roll
+            # the canary forward again.
             self.serve.intent = {"direction": "rollback", "target": primary, "canary": canary,
                                  "reason": reason[:300], "spec": self.spec.digest()}
             self.serve.write_router(primary, canary, live.canary_traffic, live.started_at, self.baseline_p95_ms)
+            self.say(f"rolling back {canary} -> {primary}: {reason}\n{plan.table()}", step="rollback-start")
             p, c = live.ready.get(primary, 0), live.ready.get(canary, 0)
             for step in plan.steps:
                 self.serve.shift(primary, canary, step.canary_traffic, live.started_at, self.baseline_p95_ms)

@@ -25,6 +25,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import yaml
@@ -47,6 +48,13 @@ class Toolchain:
     # Our language host (older than the CLI) needs PULUMI_PYTHON_CMD; 3.79's own host
     # joins it onto the virtualenv's bin/ and must not get it.
     python_cmd: bool = True
+    # Run the CLI under gpuserve's supervisor (scripts/build-supervisor), as `make` does.
+    supervised: bool = True
+
+    @property
+    def command_root(self) -> Path:
+        """What the Automation API runs: `<command_root>/bin/pulumi`."""
+        return self.root / "supervised" if self.supervised else self.root
 
     @property
     def bin(self) -> Path:
@@ -180,7 +188,7 @@ class LocalStack:
         self.env = {**os.environ, **self.env_vars, "PULUMI_HOME": str(self.root / "pulumi-home")}
         self.workspace = auto.LocalWorkspace(
             work_dir=str(self.project), pulumi_home=str(self.root / "pulumi-home"), env_vars=self.env_vars,
-            pulumi_command=auto.PulumiCommand(root=str(self.toolchain.root)))
+            pulumi_command=auto.PulumiCommand(root=str(self.toolchain.command_root)))
         self.stack = auto.Stack.create_or_select(self.name, self.workspace)
         self.write_config()
 
@@ -224,6 +232,45 @@ class LocalStack:
 
     def refresh(self, check: bool = True, **options) -> Run:
         return self._run("refresh", check, **options)
+
+    def up_killed_when(self, seen: Callable[[str], bool]) -> tuple[Run, list[int]]:
+        """`up`, SIGKILLed (the engine process itself, as `kill -9` would) as soon as a
+        diagnostic line matches `seen`. Returns the run and the pids of every process the
+        update had started in its session (the language host, analyzers, providers) just
+        before the kill; the Ray head and splitters run in sessions of their own."""
+        killed: list[int] = []
+
+        def watch(event: auto.EngineEvent) -> None:
+            diag = event.diagnostic_event
+            if killed or not diag or not seen(diag.message):
+                return
+            engine = self.engine_process()
+            if engine is None:
+                return
+            killed.extend(p.pid for p in [engine, *engine.children(recursive=True)]
+                          if _session_of(p.pid) == engine.pid)
+            engine.kill()
+
+        run = self._run("up", check=False, on_event=watch)
+        assert killed, f"nothing matched before the update ended:\n{run.report()}"
+        return run, killed
+
+    def engine_process(self):
+        """The Pulumi CLI process (a psutil.Process) running an operation on this stack, if any."""
+        import psutil
+
+        for process in psutil.process_iter(["cmdline"]):
+            cmd = process.info["cmdline"] or []
+            if cmd and cmd[0].endswith("/bin/pulumi") and "--stack" in cmd and self.name in cmd:
+                return process
+        return None
+
+    def recover_if_stale(self) -> None:
+        """What `make up` runs first: clear a killed update's lock and pending operations."""
+        env = {**self.env, "PULUMI": str(self.toolchain.command_root / "bin" / "pulumi"),
+               "PYTHON": str(self.toolchain.python)}
+        subprocess.run([str(REPO / "scripts" / "recover"), "--if-stale", self.name], cwd=self.project, env=env,
+                       check=True, capture_output=True, timeout=300)
 
     def outputs(self) -> dict:
         return {key: output.value for key, output in self.stack.outputs().items()}
@@ -356,6 +403,27 @@ class PrometheusServer:
 
     def query(self, promql: str) -> list:
         return httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5).json()["data"]["result"]
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def alive_of(pids: list[int]) -> list[int]:
+    """Those of `pids` still running (zombies count as gone)."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.Error:
+            pass
+    return out
 
 
 CLASSIFY = {"method": "POST", "json": {"features": [5.9, 3.0, 4.2, 1.5]}}

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 INSTALL = REPO / "tests" / "integration" / "upgrade" / "install-legacy"
 LEGACY = Toolchain(root=REPO / ".tools" / "legacy-v3.79.0", venv=REPO / ".tools" / "legacy-v3.79.0" / "venv",
-                   python_cmd=False)
+                   python_cmd=False, supervised=False)
 SERVICE = {"name": "llm", "pool": "gpu", "version": "v1", "num_replicas": 1,
            "ray_actor_options": {"num_gpus": 1}, "graceful_shutdown_timeout_s": 1}
 ROLLOUT = {"bake_seconds": 0}

@@ -106,3 +106,21 @@ def test_a_graphs_capacity_is_its_scaled_deployments_replicas_not_every_deployme
     assert (app.running_replicas, sorted(app.replica_ids)) == (2, ["Api0", "Api1"])
     # Before Serve lists the scaled deployment, nothing of it runs, whatever else does.
     assert AppState("llm--v2", "DEPLOYING", "", config, {"Greeter": deployment("Greeter", 1)}).running_replicas == 0
+
+
+def test_the_legacy_app_unpickles_in_a_process_that_has_only_the_project_on_its_path(tmp_path):
+    """Serve pickles a deployment's class when it builds the app and unpickles it in each
+    replica: 0.1.0's app must load there with nothing but the project importable."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo)}
+    pickled = tmp_path / "model.pickle"
+    subprocess.run([sys.executable, "-c", "import pickle, sys, runtime.app.model as m; "
+                    f"open({str(pickled)!r}, 'wb').write(pickle.dumps(m.TinyModel))"],
+                   env=env, cwd=tmp_path, check=True)
+    loaded = subprocess.run([sys.executable, "-c", f"import pickle; print(pickle.load(open({str(pickled)!r}, 'rb')))"],
+                            env=env, cwd=tmp_path, check=True, capture_output=True, text=True)
+    assert loaded.stdout.strip() == "<class 'runtime.app.legacy.TinyModel'>"

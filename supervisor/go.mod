@@ -1,0 +1,3 @@
+module gpuserve/supervisor
+
+go 1.22

@@ -1,0 +1,42 @@
+"""A canary whose replicas keep dying (each exits a few seconds after it starts serving,
+and Serve restarts it: a crash loop) is rolled back under load, and the clients see no
+failure: the splitter retries what the dying replicas drop on the primary."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.harness import Load, LocalStack
+
+pytestmark = pytest.mark.faults
+
+BASE = {"name": "clf", "pool": "gpu", "num_replicas": 2, "ray_actor_options": {"num_gpus": 1},
+        "graceful_shutdown_timeout_s": 1, "max_ongoing_requests": 32, "max_queued_requests": 128,
+        "request_timeout_s": 10}
+ROLLOUT = {"max_surge_percent": 50, "bake_seconds": 10, "step_timeout_seconds": 120,
+           "gates": {"window_seconds": 5, "min_samples": 10, "min_probes": 10,
+                     "probe": {"method": "POST", "json_body": {"features": [5.9, 3.0, 4.2, 1.5]}}}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = LocalStack(tmp_path_factory.mktemp("crash-loop"), gpus=4, services=[{**BASE, "version": "v1"}],
+                       rollout=ROLLOUT)
+    with stack.running():
+        yield stack
+
+
+def test_a_crash_looping_canary_is_rolled_back_and_costs_the_clients_nothing(stack):
+    stack.services = [{**BASE, "version": "v2-crashing", "artifact": "models/v2.npz",
+                       "runtime_env": {"env_vars": {"GPUSERVE_FAULT_EXIT_AFTER_S": "2"}}}]
+    stack.write_config()
+    with Load(stack.endpoint("clf"), clients=4) as load:
+        time.sleep(1)
+        result = stack.up(check=False)
+        time.sleep(1)
+    assert not result.ok
+    assert "rolled back" in result.log and "primary v1 serves 100%" in result.log, result.report()
+    assert stack.routing("clf") == {"service": "clf", "primary": "v1", "canary": None, "weights": {"v1": 100.0}}
+    assert load.failed == 0, (load.counts, load.errors[:5])

@@ -1,0 +1,75 @@
+"""SIGKILL of `pulumi up` (the engine process itself) at each kind of rollout step, under
+load: within 10 s nothing the update started is left running (the supervisor ends its
+session), no client request fails, and the next `make up` (a stale-lock recovery, then
+`up`) finishes what was under way, in the same direction."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.harness import Load, LocalStack, alive_of
+
+pytestmark = pytest.mark.faults
+
+BASE = {"name": "clf", "pool": "gpu", "num_replicas": 2, "ray_actor_options": {"num_gpus": 1},
+        "graceful_shutdown_timeout_s": 1, "max_ongoing_requests": 32, "max_queued_requests": 128,
+        "request_timeout_s": 10}
+ROLLOUT = {"max_surge_percent": 50, "bake_seconds": 5, "step_timeout_seconds": 120,
+           "gates": {"window_seconds": 5, "min_samples": 10, "min_probes": 10,
+                     "probe": {"method": "POST", "json_body": {"features": [5.9, 3.0, 4.2, 1.5]}}}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = LocalStack(tmp_path_factory.mktemp("killed"), gpus=4, services=[{**BASE, "version": "v1"}],
+                       rollout=ROLLOUT)
+    with stack.running():
+        yield stack
+
+
+def declare(stack: LocalStack, version: str, env: dict | None = None) -> None:
+    stack.services = [{**BASE, "version": version, "artifact": "models/v1.npz",
+                       **({"runtime_env": {"env_vars": env}} if env else {})}]
+    stack.write_config()
+
+
+def killed_then_resumed(stack: LocalStack, at: str):
+    """Kill `up` when a line containing `at` arrives; check nothing is left; `make up` again."""
+    with Load(stack.endpoint("clf"), clients=4) as load:
+        time.sleep(1)
+        _, session = stack.up_killed_when(lambda line: at in line)
+        deadline = time.monotonic() + 10
+        while alive_of(session) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = alive_of(session)
+        stack.recover_if_stale()
+        resumed = stack.up(check=False)
+    return left, resumed, load
+
+
+@pytest.mark.parametrize("version, at", [
+    ("v2", "deployed: 1 ready at 0% traffic"),  # after deploy-canary
+    ("v3", "evaluation at 50%"),  # mid-bake of wave 1
+    ("v4", "serves 100%; draining"),  # during finish
+])
+def test_a_rollout_killed_at_any_step_leaves_nothing_behind_and_is_finished_by_the_next_up(stack, version, at):
+    declare(stack, version)
+    left, resumed, load = killed_then_resumed(stack, at)
+    assert left == [], f"processes of the killed update still alive after 10 s: {left}"
+    assert resumed.ok, resumed.report()
+    assert stack.routing("clf")["primary"] == version and stack.routing("clf")["canary"] is None
+    assert load.failed == 0, (load.counts, load.errors[:5])
+
+
+def test_a_rollback_killed_midway_stays_a_rollback(stack):
+    start = stack.routing("clf")["primary"]
+    declare(stack, "v9-down", {"GPUSERVE_FAULT_ERROR_RATE": "1.0"})
+    left, resumed, _ = killed_then_resumed(stack, "rolling back v9-down")
+    assert left == []
+    assert not resumed.ok
+    assert "finishing the interrupted rollback" in resumed.log, resumed.report()
+    assert stack.routing("clf") == {"service": "clf", "primary": start, "canary": None, "weights": {start: 100.0}}
+    declare(stack, start)
+    assert stack.up().ok
