@@ -254,20 +254,33 @@ class RolloutController:
     def _rollback(self, live: LiveService, reason: str, wave: int = 0, waves: int = 0,
                   verdict: GateVerdict | None = None, raise_after: bool = True) -> None:
         """Capacity-safe: traffic returns to the primary only as its ready replicas can
-        carry it, and canary replicas are freed before the primary grows."""
+        carry it, and canary replicas are freed before the primary grows.
+
+        Except from a canary that fails requests (`URGENT_GATES`): its share is failing
+        or already landing on the primary through the splitter's fallback, so all of it
+        moves to the primary at once (one router write), and the replicas follow."""
         primary, canary, n = live.primary, live.canary, self.spec.scaling.replicas
         if canary is not None:
+            # A resumed rollback keeps the urgency it was recorded with.
+            urgent = (verdict is not None and verdict.gate in URGENT_GATES) or bool((live.intent or {}).get("urgent"))
+            moved_now = urgent and live.canary_traffic > 0
+            traffic = 0.0 if urgent else live.canary_traffic
             plan = plan_rollback(n, self.spec.rollout.max_surge_percent, primary=min(n, live.ready.get(primary, 0)),
-                                 canary=live.ready.get(canary, 0), canary_traffic=live.canary_traffic)
+                                 canary=live.ready.get(canary, 0), canary_traffic=traffic)
             self.serve.deadline = None  # a rollback runs to its end, deadline or not
-            # Before anything moves (and before it is announced), the router records that
-            # this is a rollback: a run cut off from here on finishes it rather than roll
-            # the canary forward again.
-            self.serve.intent = {"direction": "rollback", "target": primary, "canary": canary,
+            # Before anything else moves (and before it is announced), the router records
+            # that this is a rollback: a run cut off from here on finishes it rather than
+            # roll the canary forward again. The urgent shift carries it.
+            self.serve.intent = {"direction": "rollback", "target": primary, "canary": canary, "urgent": urgent,
                                  "reason": reason[:300], "spec": self.spec.digest()}
-            self.serve.write_router(primary, canary, live.canary_traffic, live.started_at, self.baseline_p95_ms)
+            if not self.serve.shift(primary, canary, traffic, live.started_at, self.baseline_p95_ms):
+                self.serve.write_router(primary, canary, traffic, live.started_at, self.baseline_p95_ms)
             self.say(f"rolling back {canary} -> {primary}: {reason}\n{plan.table()}", step="rollback-start")
             p, c = live.ready.get(primary, 0), live.ready.get(canary, 0)
+            if moved_now:
+                self.say(f"rollback: {primary} {p} replicas at 100%, {canary} {c} at 0% (the canary fails requests: "
+                         "its traffic moved at once)", step="rollback", primary_replicas=p, canary_replicas=c,
+                         canary_traffic=0)
             for step in plan.steps:
                 self.serve.shift(primary, canary, step.canary_traffic, live.started_at, self.baseline_p95_ms)
                 if step.kind is StepKind.REMOVE_CANARY:
@@ -377,6 +390,9 @@ class RolloutController:
 
 
 _WORD = {True: "pass", False: "FAIL", None: "no verdict"}
+# Verdicts that say the canary fails requests (not merely slow, nor late): its rollback
+# moves all traffic to the primary at once rather than as the primary's replicas allow.
+URGENT_GATES = frozenset({"traffic-errors", "success-rate", "serve-status"})
 
 
 def _prometheus_gate(gates: GateConfig) -> PrometheusGate | None:

@@ -108,13 +108,15 @@ class ServeActions:
         self.apply(lambda a: {**a, router["name"]: router})
 
     def shift(self, primary: str, canary: str, canary_traffic: float, started: float | None,
-              baseline_p95_ms: float | None) -> None:
-        """Move traffic, and wait until the Router applies it. A no-op when it already has."""
+              baseline_p95_ms: float | None) -> bool:
+        """Move traffic, and wait until the data plane applies it. False (and nothing
+        written) when it already has."""
         live = self.live()
         if live.canary == canary and live.canary_traffic == canary_traffic and live.primary == primary:
-            return
+            return False
         self.write_router(primary, canary, canary_traffic, started, baseline_p95_ms)
         self.wait_router(primary, canary, canary_traffic)
+        return True
 
     def remove_version(self, version: str, primary: str) -> None:
         """Route everything to `primary`, then delete `version`'s app and wait until it is gone."""

@@ -66,8 +66,8 @@ class FakeProber:
 
     P95_MS = 12.0
 
-    def __init__(self, fail_at: int | None = None):
-        self.fail_at = fail_at
+    def __init__(self, fail_at: int | None = None, gate: str = "success-rate"):
+        self.fail_at, self.gate = fail_at, gate
         self.baselines: list[float | None] = []  # baseline_p95_ms of each evaluation
 
     def probe(self, which: str, n: int, concurrency: int) -> ProbeStats:
@@ -76,6 +76,8 @@ class FakeProber:
     def evaluate(self, gates, baseline_p95_ms: float | None = None) -> GateVerdict:
         self.baselines.append(baseline_p95_ms)
         if len(self.baselines) == self.fail_at:
+            if self.gate == "latency":
+                return GateVerdict(False, "latency", "canary p95 90ms > 24ms (2x primary p95 12ms)")
             return GateVerdict(False, "success-rate", "canary success rate 71.0% < 99.0% over 20 probes")
         return GateVerdict(True, "probes", "canary 100.0% of 20 ok, p95 12ms")
 
@@ -155,11 +157,21 @@ def moves(puts: list[Put]) -> list[tuple[int, int, float]]:
 
 def assert_capacity_safe(puts: list[Put]) -> None:
     peak = peak_replicas(N, SURGE_PERCENT)
+    urgent = False
     for number, put in enumerate(puts, 1):
         declared, weights = split(put.apps)
         assert sum(declared.values()) <= peak, f"PUT #{number} declares {declared}, over N + surge = {peak}"
         assert all(replicas >= 1 for replicas in declared.values()), f"PUT #{number} declares {declared}"
+        router = (put.apps.get(SERVICE) or {}).get("deployments", [{}])[0].get("user_config") or {}
+        intent = router.get("intent") or {}
+        # A failing canary's rollback moves everything to the primary at once: from that
+        # PUT until the primary is whole again, the primary may carry more than its share.
+        urgent = intent.get("urgent", urgent if intent.get("direction") != "forward" else False)
+        if urgent and put.ready.get(apps.version_app_name(SERVICE, router.get("primary")), 0) >= N:
+            urgent = False
         for version, weight in weights.items():
+            if urgent and version == router.get("primary"):
+                continue
             # Replicas a PUT adds are not ready when it lands; replicas it removes are gone.
             ready = min(put.ready.get(apps.version_app_name(SERVICE, version), 0), declared.get(version, 0))
             assert ready >= 1 and weight <= traffic_cap(ready, N) + 1e-3, (
@@ -279,8 +291,8 @@ def test_a_failing_reference_stops_the_rollout_before_judging_the_canary():
 
 def test_a_rollback_returns_traffic_to_the_primary_only_as_it_regrows():
     serve = serving("v1")
-    with pytest.raises(RolloutFailed):
-        converge(serve, spec("v2"), FakeProber(fail_at=3))
+    with pytest.raises(RolloutFailed, match=r"\(latency gate\)"):  # slow, not failing: capacity first
+        converge(serve, spec("v2"), FakeProber(fail_at=3, gate="latency"))
     steps = moves(serve.puts)
     failed_at = steps.index((2, 3, 75))  # wave 3's traffic shift, then its gate fails
     assert steps[failed_at:] == [
@@ -289,6 +301,20 @@ def test_a_rollback_returns_traffic_to_the_primary_only_as_it_regrows():
         (3, 2, 25), (3, 1, 25), (4, 1, 25),
         (4, 1, 0), (4, 0, 0),  # all traffic back on a full primary, canary deleted
     ]
+
+
+def test_a_canary_that_fails_requests_loses_all_its_traffic_at_once_then_the_replicas_follow():
+    serve = serving("v1")
+    with pytest.raises(RolloutFailed, match=r"\(success-rate gate\)"):
+        converge(serve, spec("v2"), FakeProber(fail_at=3))
+    steps = moves(serve.puts)
+    failed_at = steps.index((2, 3, 75))
+    assert steps[failed_at:] == [
+        (2, 3, 75),  # the failed wave
+        (2, 3, 0),  # its share was failing or retried on the primary anyway: all of it moves now
+        (2, 0, 0), (4, 0, 0),  # the canary's GPUs freed, then the primary regrows into them
+    ]
+    assert_capacity_safe(serve.puts)  # the replica cap holds throughout
 
 
 # ---------------------------------------------------------- interrupted runs
@@ -489,16 +515,17 @@ def test_with_both_sources_each_evaluation_is_on_record_and_both_must_pass():
     assert sources.count("splitter") == sources.count("prometheus") == traffic.calls == metrics.calls > 0
 
 
-def test_a_rollback_killed_midway_is_finished_by_the_next_run_with_the_same_config():
+@pytest.mark.parametrize("gate, cut_points", [("latency", 3), ("success-rate", 1)])
+def test_a_rollback_killed_midway_is_finished_by_the_next_run_with_the_same_config(gate, cut_points):
     serve = serving("v1")
     with pytest.raises(RolloutFailed):
-        converge(serve, spec("v2"), FakeProber(fail_at=2))  # a rollback from wave 2
+        converge(serve, spec("v2"), FakeProber(fail_at=2, gate=gate))  # a rollback from wave 2
     rollback_puts, cut_mid_rollback = len(serve.puts), 0
     for crash_at in range(1, rollback_puts):
         serve = serving("v1")
         serve.crash_at_put, serve.attempts = crash_at, 0
         try:
-            converge(serve, spec("v2"), FakeProber(fail_at=2))
+            converge(serve, spec("v2"), FakeProber(fail_at=2, gate=gate))
         except (SimulatedCrash, RolloutFailed):
             pass
         serve.crash_at_put = None
@@ -511,7 +538,7 @@ def test_a_rollback_killed_midway_is_finished_by_the_next_run_with_the_same_conf
         if rolling_back:
             assert_serves_only(serve, "v1")  # a rollback stayed a rollback
         assert_capacity_safe(serve.puts)
-    assert cut_mid_rollback >= 3  # the rollback's own PUTs, each a place to be cut off
+    assert cut_mid_rollback >= cut_points  # the rollback's own PUTs, each a place to be cut off
 
 
 def serve_router_intent(serve: FakeServe) -> str | None:
