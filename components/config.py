@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from components.config_errors import NAMESPACE, ConfigError, problem
+from components.config_file import check_values, read_stack_file
 from runtime.constants import PROJECT_DIR
 from runtime.spec import RolloutStrategy
 
@@ -286,9 +287,14 @@ def load_stack_config(raw: dict[str, Any], stack: str) -> LocalStack | AwsStack:
     """Validate the `gpuserve:` namespace (keys without the prefix); raise ConfigError."""
     document = dict(raw)
     document.setdefault("target", "local")
+    odd = check_values(document)
+    if odd:
+        raise ConfigError(stack, odd)
     _merge_rollout_defaults(document)
     try:
-        config = _ADAPTER.validate_python(document)
+        # Strict: a boolean is no number and text is no number; JSON mode, because that
+        # is what the values are (Pulumi hands structured config over as JSON).
+        config = _ADAPTER.validate_json(json.dumps(document), strict=True)
     except ValidationError as exc:
         root = LocalStack if document.get("target", "local") == "local" else AwsStack
         raise ConfigError(stack, [problem(err, document, root) for err in exc.errors()]) from None
@@ -421,17 +427,21 @@ def check_stack_file(path: Path) -> LocalStack | AwsStack:
     `make up` and `make preview` call this first, so a bad config stops before the CLI
     starts (a failed Pulumi program would otherwise still rewrite the stack's outputs).
     """
-    import yaml
-
-    stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
-    values = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+    stack, values = read_stack_file(path)
+    ours = {k: v for k, v in values.items() if isinstance(k, str) and k.startswith(f"{NAMESPACE}:")}
+    odd = check_values({k.partition(":")[2]: v for k, v in ours.items()})
+    if odd:
+        raise ConfigError(stack, odd)
+    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in ours.items()}
     return load_stack_config(config_from_pulumi(encoded), stack)
 
 
 if __name__ == "__main__":
     import sys
 
+    if len(sys.argv) != 2:
+        print("usage: python -m components.config stacks/Pulumi.<stack>.yaml", file=sys.stderr)
+        sys.exit(2)
     try:
         check_stack_file(Path(sys.argv[1]))
     except ConfigError as exc:
