@@ -9,7 +9,9 @@ this directory, which ships with the code. Knobs for chaos tests and the bench:
 GPUSERVE_LOAD_DELAY_S (seconds the constructor sleeps, as loading large weights would),
 GPUSERVE_FAULT_ERROR_RATE (share of requests that fail with a 500),
 GPUSERVE_FAULT_AFTER_S (every request fails with a 500 once the replica is that old: a
-late failure) and GPUSERVE_EXTRA_LATENCY_MS (added to every answer: a slow version).
+late failure), GPUSERVE_FAULT_EXIT_AFTER_S (the replica process exits in the middle of a
+request once it is that old; Serve restarts it, and it exits again: a crash loop) and
+GPUSERVE_EXTRA_LATENCY_MS (added to every answer: a slow version).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Classifier:
         self.model = TinyModel.load(artifact or os.environ.get("GPUSERVE_ARTIFACT") or f"models/{self.version}.npz")
         self.error_rate = float(os.environ.get("GPUSERVE_FAULT_ERROR_RATE", "0"))
         self.fail_after_s = float(os.environ.get("GPUSERVE_FAULT_AFTER_S", "inf"))
+        self.exit_after_s = float(os.environ.get("GPUSERVE_FAULT_EXIT_AFTER_S", "inf"))
         self.extra_latency_s = float(os.environ.get("GPUSERVE_EXTRA_LATENCY_MS", "0")) / 1000
         self.born = time.monotonic()
         self.replica = serve.get_replica_context().replica_id.unique_id
@@ -49,6 +52,8 @@ class Classifier:
     async def __call__(self, request: Request) -> JSONResponse:
         if self.extra_latency_s:
             await asyncio.sleep(self.extra_latency_s)
+        if time.monotonic() - self.born > self.exit_after_s:
+            os._exit(1)  # a crash, not an exception: no answer, the process is gone
         if time.monotonic() - self.born > self.fail_after_s:
             return JSONResponse({"error": "injected late fault", "version": self.version}, status_code=500)
         if self.error_rate and random.random() < self.error_rate:
