@@ -426,6 +426,25 @@ def alive_of(pids: list[int]) -> list[int]:
     return out
 
 
+# The classifier under load at two replicas, gated on real traffic with short windows: what
+# the gate and fault tests roll out (each picks its bake).
+CLASSIFIER_SERVICE = {"name": "clf", "pool": "gpu", "num_replicas": 2, "ray_actor_options": {"num_gpus": 1},
+                      "graceful_shutdown_timeout_s": 1, "max_ongoing_requests": 32, "max_queued_requests": 128,
+                      "request_timeout_s": 10}
+
+
+def gated_rollout(bake_seconds: float) -> dict:
+    return {"max_surge_percent": 50, "bake_seconds": bake_seconds, "step_timeout_seconds": 120,
+            "gates": {"window_seconds": 5, "min_samples": 10, "min_probes": 10,
+                      "probe": {"method": "POST", "json_body": {"features": [5.9, 3.0, 4.2, 1.5]}}}}
+
+
+def classifier_stack(root: Path, bake_seconds: float) -> "LocalStack":
+    """A stack serving the classifier's v1 (CLASSIFIER_SERVICE), gated_rollout(bake_seconds)."""
+    return LocalStack(root, gpus=4, services=[{**CLASSIFIER_SERVICE, "version": "v1"}],
+                      rollout=gated_rollout(bake_seconds))
+
+
 CLASSIFY = {"method": "POST", "json": {"features": [5.9, 3.0, 4.2, 1.5]}}
 
 

@@ -9,22 +9,17 @@ import time
 import httpx
 import pytest
 
-from tests.integration.harness import Load, LocalStack
+from tests.integration.harness import CLASSIFIER_SERVICE, Load, LocalStack, classifier_stack, gated_rollout
 
 pytestmark = pytest.mark.integration
 
-BASE = {"name": "clf", "pool": "gpu", "num_replicas": 2, "ray_actor_options": {"num_gpus": 1},
-        "graceful_shutdown_timeout_s": 1, "max_ongoing_requests": 32, "max_queued_requests": 128,
-        "request_timeout_s": 10}
-ROLLOUT = {"max_surge_percent": 50, "bake_seconds": 8, "step_timeout_seconds": 120,
-           "gates": {"window_seconds": 5, "min_samples": 10, "min_probes": 10,
-                     "probe": {"method": "POST", "json_body": {"features": [5.9, 3.0, 4.2, 1.5]}}}}
+BASE = CLASSIFIER_SERVICE
+ROLLOUT = gated_rollout(bake_seconds=8)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("gates"), gpus=4, services=[{**BASE, "version": "v1"}],
-                       rollout=ROLLOUT)
+    stack = classifier_stack(tmp_path_factory.mktemp("gates"), bake_seconds=8)
     with stack.running():
         yield stack
 
