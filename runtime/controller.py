@@ -273,8 +273,12 @@ class RolloutController:
             # roll the canary forward again. The urgent shift carries it.
             self.serve.intent = {"direction": "rollback", "target": primary, "canary": canary, "urgent": urgent,
                                  "reason": reason[:300], "spec": self.spec.digest()}
-            if not self.serve.shift(primary, canary, traffic, live.started_at, self.baseline_p95_ms):
-                self.serve.write_router(primary, canary, traffic, live.started_at, self.baseline_p95_ms)
+            # The first move back carries the intent (one router write, not two: each costs
+            # a Serve round trip on the way to detect-to-primary); a write of its own only
+            # when that first step moves no traffic.
+            first = traffic if urgent or not plan.steps else plan.steps[0].canary_traffic
+            if not self.serve.shift(primary, canary, first, live.started_at, self.baseline_p95_ms):
+                self.serve.write_router(primary, canary, first, live.started_at, self.baseline_p95_ms)
             self.say(f"rolling back {canary} -> {primary}: {reason}\n{plan.table()}", step="rollback-start")
             p, c = live.ready.get(primary, 0), live.ready.get(canary, 0)
             if moved_now:

@@ -9,6 +9,7 @@ done only once every instance serves it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import secrets
@@ -132,6 +133,9 @@ def route_of(table: dict, service: str) -> dict | None:
     return next((r for r in table.get("routes") or [] if r.get("service") == service), None)
 
 
+_DEAD = object()
+
+
 def confirm_routes(admins: list[str], service: str, primary: str, weights: dict[str, float],
                    timeout_s: float = 60.0, poll_s: float = 0.2) -> int:
     """Tell every live instance to reload until each serves `primary` at `weights`.
@@ -141,16 +145,24 @@ def confirm_routes(admins: list[str], service: str, primary: str, weights: dict[
     deadline = time.monotonic() + timeout_s
     pending = [a for a in admins if Path(a).exists()]
     confirmed, last = 0, {}
+    def reload(admin: str):
+        try:
+            response = _admin(Instance(0, 0.0, admin, ""), "/reload", "POST")
+            return route_of(response.json(), service) if response.status_code == 200 else None
+        except (httpx.ConnectError, FileNotFoundError):
+            return _DEAD  # nobody listens on the socket: that instance is dead and serves nothing
+        except (httpx.HTTPError, ValueError) as exc:
+            return {"error": str(exc)}
+
     while pending:
         still = []
-        for admin in pending:
-            try:
-                response = _admin(Instance(0, 0.0, admin, ""), "/reload", "POST")
-                route = route_of(response.json(), service) if response.status_code == 200 else None
-            except (httpx.ConnectError, FileNotFoundError):
-                continue  # nobody listens on the socket: that instance is dead and serves nothing
-            except (httpx.HTTPError, ValueError) as exc:
-                route = {"error": str(exc)}
+        # All instances at once: each reload is a read of Serve's state, on the way to
+        # detect-to-primary.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(pending)) as pool:
+            routes = list(pool.map(reload, pending))
+        for admin, route in zip(pending, routes):
+            if route is _DEAD:
+                continue
             if route and route.get("primary") == primary and route.get("weights") == want:
                 confirmed += 1
             else:

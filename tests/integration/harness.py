@@ -69,12 +69,23 @@ CURRENT = Toolchain()
 
 
 def free_port_block(size: int = 210) -> int:
-    """A base port such that [base, base + size) are all free on 127.0.0.1 now."""
+    """A base port such that [base, base + size) are all free on 127.0.0.1 now, below the
+    kernel's ephemeral range: a port in that range may be taken by any outgoing connection
+    (Ray opens many) between this check and the bind."""
+    ephemeral_start = _ephemeral_range()[0]
     for _ in range(50):
-        base = random.randrange(20000, 60000 - size)
+        base = random.randrange(10000, max(10001, ephemeral_start - size))
         if all(_free(base + i) for i in range(size)):
             return base
     raise RuntimeError("no free block of ports found")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def _free(port: int) -> bool:
