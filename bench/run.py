@@ -198,8 +198,9 @@ MILESTONES = {
     "rollback_verdict": lambda m: ": FAIL:" in m or "rolling back" in m,
     "rollback_done": lambda m: "rollback complete" in m,
     "rollout_done": lambda m: "rollout complete" in m,
-    # The rollback step that gives the primary all the traffic again.
-    "primary_all_traffic": lambda m: "rollback:" in m and "replicas at 100%" in m,
+    # The moment a rollback has given the primary all the traffic again (the controller
+    # says so right after the router write is confirmed by every splitter instance).
+    "primary_all_traffic": lambda m: "rollback: all traffic on" in m,
 }
 
 

@@ -281,12 +281,13 @@ class RolloutController:
                 self.serve.write_router(primary, canary, first, live.started_at, self.baseline_p95_ms)
             self.say(f"rolling back {canary} -> {primary}: {reason}\n{plan.table()}", step="rollback-start")
             p, c = live.ready.get(primary, 0), live.ready.get(canary, 0)
-            if moved_now:
-                self.say(f"rollback: {primary} {p} replicas at 100%, {canary} {c} at 0% (the canary fails requests: "
-                         "its traffic moved at once)", step="rollback", primary_replicas=p, canary_replicas=c,
-                         canary_traffic=0)
+            announced = False
+            if first == 0:
+                announced = self._all_on_primary(primary, p, canary, c, urgent=moved_now)
             for step in plan.steps:
                 self.serve.shift(primary, canary, step.canary_traffic, live.started_at, self.baseline_p95_ms)
+                if step.canary_traffic == 0 and not announced:
+                    announced = self._all_on_primary(primary, p, canary, c, urgent=False)
                 if step.kind is StepKind.REMOVE_CANARY:
                     self.serve.remove_version(canary, primary)
                     c = 0
@@ -306,6 +307,14 @@ class RolloutController:
             gate = f" ({verdict.gate} gate)" if verdict else ""
             raise RolloutFailed(f"rollout of {self.spec.service} {canary or self.spec.version.version} rolled back"
                                 f"{where}{gate}: {reason}; primary {primary} serves 100%")
+
+    def _all_on_primary(self, primary: str, p: int, canary: str, c: int, urgent: bool) -> bool:
+        """The moment a rollback has every request on the primary (what detect-to-primary
+        measures), before the replicas are moved."""
+        why = " (the canary fails requests: its traffic moved at once)" if urgent else ""
+        self.say(f"rollback: all traffic on {primary}: {primary} {p} replicas at 100%, {canary} {c} at 0%{why}",
+                 step="rollback", primary_replicas=p, canary_replicas=c, canary_traffic=0)
+        return True
 
     # ------------------------------------------------------------------ gates
     def _check_deadline(self, started: float, step: Step) -> None:
