@@ -351,6 +351,19 @@ def _cross_checks(config: LocalStack | AwsStack, stack: str) -> list[tuple[str, 
         if pool is None:
             problems.append((f"{where}.pool", service.pool, f"a defined node pool: {sorted(pools)}"))
             continue
+        rollout = service.rollout
+        if not rollout.bake_seconds < rollout.step_timeout_seconds < rollout.deadline_minutes * 60:
+            problems.append((
+                f"{where}.rollout", {"bake_seconds": rollout.bake_seconds,
+                                     "step_timeout_seconds": rollout.step_timeout_seconds,
+                                     "deadline_minutes": rollout.deadline_minutes},
+                "bake_seconds < step_timeout_seconds < deadline_minutes x 60 (a wave must be able to bake "
+                "within a step, and a step to end before the deadline)"))
+        per_node = getattr(pool, "gpus_per_node", None)
+        if per_node is not None and service.gpus_per_replica > per_node:
+            problems.append((f"{where}.ray_actor_options.num_gpus", service.gpus_per_replica,
+                             f"at most the GPUs of one node of pool '{pool.name}' ({per_node}): a replica "
+                             "runs on one node"))
         steady = service.replicas * service.gpus_per_replica
         if steady > pool.total_gpus:
             problems.append((

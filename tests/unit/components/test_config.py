@@ -108,6 +108,12 @@ def test_every_shipped_stack_config_is_valid(stack_file):
                      "pattern", id="a deployment name Serve cannot have is refused"),
         pytest.param("local.public_port", 18000, "gpuserve:local.http_port",
                      "a port not used by public_port", id="the splitter and Serve cannot share a port"),
+        pytest.param("services[0].rollout", {"bake_seconds": 900}, "gpuserve:services[0].rollout",
+                     "bake_seconds < step_timeout_seconds < deadline_minutes x 60",
+                     id="a bake longer than a step's timeout is refused"),
+        pytest.param("services[0].rollout", {"step_timeout_seconds": 7200, "deadline_minutes": 60},
+                     "gpuserve:services[0].rollout", "step_timeout_seconds < deadline_minutes x 60",
+                     id="a step timeout past the deadline is refused"),
     ],
 )
 def test_bad_values_are_reported_with_path_value_and_rule(path, value, reported_path, allowed):
@@ -194,6 +200,9 @@ def aws_document(name: str = "prod") -> dict:
                      id="desired below min nodes is refused"),
         pytest.param(lambda d: d["aws"].update(subnet_ids=[]),
                      "gpuserve:aws.subnet_ids", "at least 1 item", id="a node group without subnets is refused"),
+        pytest.param(lambda d: d["node_pools"][0].update(gpus_per_node=1),  # its services' replicas take 2
+                     "gpuserve:services[0].ray_actor_options.num_gpus", "at most the GPUs of one node",
+                     id="a replica larger than a node is refused"),
         pytest.param(lambda d: d["aws"].pop("pod_bind_address"),
                      "gpuserve:aws.pod_bind_address", "a value", id="the pod bind address must be explicit"),
     ],
