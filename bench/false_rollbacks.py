@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     false = sum(r["rolled_back"] for r in rows)
     summary = (f"{len(rows)} rollouts of identical code under load (4 clients), default gates "
                f"(window {defaults.window_seconds:g}s, p<{defaults.latency_p_value:g} and median "
-               f"+{defaults.latency_slack_ms:g}ms, success >= {defaults.min_success_rate:.0%}): {false} rolled back; "
+               f"+max({defaults.latency_slack_ms:g}ms, {defaults.latency_slack_ratio:.0%}), success >= "
+               f"{defaults.min_success_rate:.0%}): {false} rolled back; "
                f"{sum(r['judged'] for r in rows)} judged evaluations; {sum(r['failed'] for r in rows)} of "
                f"{sum(r['sent'] for r in rows)} requests failed")
     print(summary)

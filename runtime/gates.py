@@ -177,6 +177,7 @@ class TrafficGate:
         thresholds = analysis.Thresholds(
             min_success_rate=gates.min_success_rate, min_samples=gates.min_samples,
             latency_p_value=gates.latency_p_value, latency_slack_ms=gates.latency_slack_ms,
+            latency_slack_ratio=gates.latency_slack_ratio,
             gate_client_errors=gates.gate_client_errors)
         return analysis.judge(analysis.figures(samples, canary, gates.gate_client_errors),
                               analysis.figures(samples, primary, gates.gate_client_errors), thresholds)

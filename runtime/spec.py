@@ -138,9 +138,11 @@ class GateConfig(_Frozen):
     evaluate_every_seconds: float = change(STRATEGY, 1.0, gt=0.0, le=60.0)
     min_samples: int = change(STRATEGY, 20, ge=1, le=1_000_000)
     # The canary fails on latency when it is slower than the primary by a one-sided
-    # Mann-Whitney U test at this p-value AND its median is slower by more than the slack.
+    # Mann-Whitney U test at this p-value AND its median is slower by more than the slack:
     latency_p_value: float = change(STRATEGY, 0.001, gt=0.0, lt=1.0)
     latency_slack_ms: float = change(STRATEGY, 25.0, ge=0.0)
+    # ... and by more than this share of the primary's median (slow, wide services).
+    latency_slack_ratio: float = change(STRATEGY, 0.25, ge=0.0, le=10.0)
     gate_client_errors: bool = change(STRATEGY, False)  # count 4xx answers as errors
     # Where real traffic is judged from: the splitter's own samples (where its admin
     # sockets are reachable: the local target), a Prometheus server's queries, or both

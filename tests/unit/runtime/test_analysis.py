@@ -50,14 +50,27 @@ def test_a_significant_but_tiny_slowdown_is_not_a_regression():
     assert verdict.passed is True
 
 
-@settings(max_examples=200, deadline=None)
-@given(n=st.integers(20, 400), ms=st.floats(1.0, 500.0), seed=st.integers(0, 2**32 - 1))
+# Derandomized: the same 200 samples every run, so the suite is deterministic. "Enough
+# samples" is 200 a side: with fewer, any significance test fires on identical code at
+# about its p-value's rate whenever the distribution is wide (hypothesis found such a
+# sample at n=363 before the relative slack: medians 279 vs 254 ms, p=1e-4).
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(n=st.integers(200, 600), ms=st.floats(1.0, 500.0), seed=st.integers(0, 2**32 - 1))
 def test_a_canary_identical_to_the_primary_never_fails_at_the_defaults(n, ms, seed):
-    # The same latency distribution and no errors on both sides: whatever the sample,
-    # the judge passes it (the slack absorbs what the significance test alone would not).
+    # The same latency distribution (gamma, 50% spread) and no errors on both sides: the
+    # judge passes it (the slack absorbs what the significance test alone would not).
     canary = figures(answers("v2", n, ms, seed=seed), "v2")
     primary = figures(answers("v1", n, ms, seed=seed + 1), "v1")
     assert judge(canary, primary, T).passed is True
+
+
+def test_the_slack_grows_with_a_slow_primary():
+    # The counterexample hypothesis found for an absolute slack alone: identical code,
+    # medians 279 vs 254 ms, p=1e-4: a 25 ms shift on a 254 ms service is within 25%.
+    canary = figures(answers("v2", 363, 292.0, seed=993738), "v2")
+    primary = figures(answers("v1", 363, 292.0, seed=993739), "v1")
+    assert judge(canary, primary, T).passed is True
+    assert judge(canary, primary, Thresholds(latency_slack_ratio=0.0)).gate == "traffic-latency"
 
 
 def test_figures_summary_is_what_the_history_records():
