@@ -51,6 +51,14 @@ VERSION_NAME = r"^[A-Za-z0-9]([._-]?[A-Za-z0-9])*$"
 GPU_INSTANCE = r"^(g4dn|g5|g5g|g6|g6e|gr6|p3|p3dn|p4d|p4de|p5|p5e|p5en)\.[0-9]*x?large$"
 
 
+# Node labels gpuserve sets itself (components/aws/render.py): a pool's own labels cannot
+# override them. Keys and values as Kubernetes defines them.
+RESERVED_LABEL_PREFIX = "gpuserve.io/"
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                       r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -225,6 +233,19 @@ class AwsNodePool(Strict):
     disk_size_gb: int = Field(100, ge=20, le=16_384)
     max_unavailable: int = Field(1, ge=1, le=100)
     labels: dict[str, str] = {}
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            if key.startswith(RESERVED_LABEL_PREFIX):
+                raise ValueError(f"{key}: keys under {RESERVED_LABEL_PREFIX} are gpuserve's own (the pool's name "
+                                 "and GPU type); choose another key")
+            if not LABEL_KEY.match(key) or len(key.partition("/")[0 if "/" in key else 2]) > 253:
+                raise ValueError(f"{key!r}: a Kubernetes label key ([prefix/]name, name at most 63 characters)")
+            if not LABEL_VALUE.match(value):
+                raise ValueError(f"{key}={value!r}: a Kubernetes label value (at most 63 alphanumerics, '-', '_', '.')")
+        return labels
 
     @model_validator(mode="after")
     def _ordered(self) -> "AwsNodePool":

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import jinja2
 
-from components.config import AwsNodePool, AwsStack, AwsTarget
+from components.config import RESERVED_LABEL_PREFIX, AwsNodePool, AwsStack, AwsTarget
 from runtime.constants import DASHBOARD_PORT, HEALTH_PATH
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-POOL_LABEL = "gpuserve.io/pool"
-GPU_TYPE_LABEL = "gpuserve.io/gpu-type"
+POOL_LABEL = f"{RESERVED_LABEL_PREFIX}pool"
+GPU_TYPE_LABEL = f"{RESERVED_LABEL_PREFIX}gpu-type"
 AMI_TYPE = "AL2023_x86_64_NVIDIA"
 NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",

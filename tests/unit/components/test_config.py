@@ -203,6 +203,12 @@ def aws_document(name: str = "prod") -> dict:
         pytest.param(lambda d: d["node_pools"][0].update(gpus_per_node=1),  # its services' replicas take 2
                      "gpuserve:services[0].ray_actor_options.num_gpus", "at most the GPUs of one node",
                      id="a replica larger than a node is refused"),
+        pytest.param(lambda d: d["node_pools"][0].update(labels={"gpuserve.io/pool": "other"}),
+                     "gpuserve:node_pools[0].labels", "gpuserve.io/pool: keys under gpuserve.io/ are gpuserve's own",
+                     id="a label cannot override the pool's own"),
+        pytest.param(lambda d: d["node_pools"][0].update(labels={"team": "x" * 64}),
+                     "gpuserve:node_pools[0].labels", "a Kubernetes label value",
+                     id="a label value Kubernetes refuses is refused"),
         pytest.param(lambda d: d["aws"].pop("pod_bind_address"),
                      "gpuserve:aws.pod_bind_address", "a value", id="the pod bind address must be explicit"),
     ],
