@@ -111,8 +111,12 @@ POLICIES = [
     ),
     ResourceValidationPolicy(
         name="rollout-has-gates",
-        description="Rollouts keep health gates and a deadline; prod forbids a zero bake and disabled gates.",
-        config_schema=_schema(minBakeSecondsProd={"type": "number", "default": 1}, prodStacks=PROD_STACKS),
+        description="Rollouts keep health gates and a deadline; prod forbids a zero bake, disabled gates "
+                    "and gates that cannot fail (floors on their thresholds).",
+        config_schema=_schema(minBakeSecondsProd={"type": "number", "default": 1},
+                              **{key: {"type": "number", "default": default}
+                                 for _, key, default, _, _ in v.PROD_GATE_FLOORS},
+                              prodStacks=PROD_STACKS),
         validate=_rollout_check(v.rollout_has_gates),
     ),
     ResourceValidationPolicy(

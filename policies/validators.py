@@ -186,6 +186,30 @@ def rollout_has_gates(spec: Mapping[str, Any], prod: bool, config: Mapping[str, 
     if prod and float(rollout.get("bake_seconds", 0)) < float(config.get("minBakeSecondsProd", 1)):
         messages.append(f"prod rollouts of {service} must bake at least {config.get('minBakeSecondsProd', 1)}s "
                         f"per wave; seen {rollout.get('bake_seconds')}. Raise rollout.bake_seconds.")
+    if prod and gates.get("enabled", True):
+        messages += _gate_floors(service, gates, config)
+    return messages
+
+
+# Gates that are "enabled" but can never fail are no gates: prod sets floors (and ceilings)
+# on what they accept. (field, config key, default, at least / at most, the spec's default)
+PROD_GATE_FLOORS = (
+    ("min_success_rate", "minSuccessRateProd", 0.95, "at least", 0.99),
+    ("min_probes", "minProbesProd", 10, "at least", 20),
+    ("min_samples", "minSamplesProd", 10, "at least", 20),
+    ("max_latency_ratio", "maxLatencyRatioProd", 5.0, "at most", 2.0),
+    ("latency_p_value", "maxLatencyPValueProd", 0.05, "at most", 0.001),
+)
+
+
+def _gate_floors(service: Any, gates: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    messages = []
+    for field, key, default, bound, spec_default in PROD_GATE_FLOORS:
+        limit = float(config.get(key, default))
+        seen = float(gates.get(field, spec_default))
+        if (seen < limit) if bound == "at least" else (seen > limit):
+            messages.append(f"prod rollouts of {service} need gates.{field} {bound} {limit:g}; seen {seen:g}. "
+                            f"A gate that cannot fail is no gate.")
     return messages
 
 

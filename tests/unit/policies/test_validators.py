@@ -109,6 +109,19 @@ def test_prod_forbids_a_zero_bake_and_disabled_gates():
     assert v.rollout_has_gates(spec(rollout__bake_seconds=0), False, {}) == []
 
 
+@pytest.mark.parametrize("gates, message", [
+    ({"min_success_rate": 0.0}, "gates.min_success_rate at least 0.95; seen 0"),
+    ({"max_latency_ratio": 1e9}, "gates.max_latency_ratio at most 5; seen 1e+09"),
+    ({"min_probes": 1}, "gates.min_probes at least 10; seen 1"),
+    ({"min_samples": 1}, "gates.min_samples at least 10; seen 1"),
+    ({"latency_p_value": 0.5}, "gates.latency_p_value at most 0.05; seen 0.5"),
+])
+def test_prod_gates_that_cannot_fail_are_refused(gates, message):
+    assert v.rollout_has_gates(spec(rollout__gates=gates), False, {}) == []
+    (found,) = v.rollout_has_gates(spec(rollout__gates=gates), True, {})
+    assert message in found and found.startswith("prod rollouts of llm need ")
+
+
 def test_prod_needs_two_replicas():
     assert v.prod_min_replicas(spec(scaling__num_replicas=1), False, {}) == []
     assert v.prod_min_replicas(spec(scaling__num_replicas=1), True, {}) == [
