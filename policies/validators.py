@@ -7,6 +7,8 @@ per policy, kept in one file (a little over ~300 lines) so the rules read as one
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
@@ -71,8 +73,15 @@ def stack_of(urn: str) -> str:
     return urn.split("::", 1)[0].rsplit(":", 1)[-1]
 
 
+# A stack is prod when the pack's prodStacks names it, or when its name says so: `prod`,
+# `production`, `prod-eu`, `production_us`... (a stack named "prod-eu" must not skip the
+# prod-only checks because nobody listed it).
+PROD_NAME = re.compile(r"^prod(uction)?([-_.].*)?$", re.IGNORECASE)
+
+
 def is_prod(urn: str, config: Mapping[str, Any]) -> bool:
-    return stack_of(urn) in config.get("prodStacks", ["prod"])
+    stack = stack_of(urn)
+    return stack in config.get("prodStacks", ["prod"]) or bool(PROD_NAME.match(stack))
 
 
 def surge_replicas(n: int, percent: int) -> int:

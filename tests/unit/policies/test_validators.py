@@ -206,6 +206,12 @@ def test_prod_is_recognised_from_the_stack_in_the_urn(urn, prod):
     assert v.is_prod(urn, {}) is prod
 
 
+@pytest.mark.parametrize("stack,prod", [("production", True), ("prod-eu", True), ("Prod_us", True),
+                                        ("producer", False), ("preprod", False), ("staging", False)])
+def test_a_stack_whose_name_says_prod_is_prod_even_if_unlisted(stack, prod):
+    assert v.is_prod(PROD.replace(":prod::", f":{stack}::"), {}) is prod
+
+
 def test_the_pack_wires_a_validator_to_its_resource_type():
     from pulumi_policy import PolicyResourceOptions, ResourceValidationArgs
 
