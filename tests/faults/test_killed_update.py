@@ -58,12 +58,19 @@ def test_a_rollout_killed_at_any_step_leaves_nothing_behind_and_is_finished_by_t
 
 
 def test_a_rollback_killed_midway_stays_a_rollback(stack):
+    """Killed as the rollback of a failing canary begins. Where the kill lands is a race
+    with a rollback that takes about a second: if the canary is still live, the next `up`
+    finishes the recorded rollback; if it was already deleted, the next `up` is a new
+    attempt that the gates roll back again. Either way the failing version never becomes
+    the primary (every cut-off point is covered deterministically in
+    tests/unit/runtime/test_controller.py)."""
     start = stack.routing("clf")["primary"]
     declare(stack, "v9-down", {"GPUSERVE_FAULT_ERROR_RATE": "1.0"})
     left, resumed, _ = killed_then_resumed(stack, "rolling back v9-down")
     assert left == []
     assert not resumed.ok
-    assert "finishing the interrupted rollback" in resumed.log, resumed.report()
+    assert ("finishing the interrupted rollback" in resumed.log
+            or f"rollout {start} -> v9-down" in resumed.log), resumed.report()
     assert stack.routing("clf") == {"service": "clf", "primary": start, "canary": None, "weights": {start: 100.0}}
     declare(stack, start)
     assert stack.up().ok
