@@ -78,6 +78,31 @@ class Judgement:
                 **({"p_value": float(f"{self.p_value:.3g}")} if self.p_value is not None else {})}
 
 
+@dataclass(frozen=True)
+class Shift:
+    """Whether one latency distribution is slower than another, beyond noise."""
+
+    p_value: float  # one-sided Mann-Whitney U: canary slower than primary?
+    slower_by_ms: float  # median difference
+    slack_ms: float
+
+    def significant(self, p_value: float) -> bool:
+        return self.p_value < p_value and self.slower_by_ms > self.slack_ms
+
+    def describe(self, p_value: float) -> str:
+        return (f"+{self.slower_by_ms:.0f}ms {'>' if self.slower_by_ms > self.slack_ms else '<='} "
+                f"{self.slack_ms:.0f}ms slack, Mann-Whitney p={self.p_value:.1e} "
+                f"{'<' if self.p_value < p_value else '>='} {p_value:g}")
+
+
+def latency_shift(canary_ms, primary_ms, t: Thresholds) -> Shift:
+    """The latency test shared by real traffic and probes. Pure."""
+    slower_by = float(np.median(canary_ms) - np.median(primary_ms))
+    slack = max(t.latency_slack_ms, t.latency_slack_ratio * float(np.median(primary_ms)))
+    p = float(mannwhitneyu(canary_ms, primary_ms, alternative="greater").pvalue)
+    return Shift(p, slower_by, slack)
+
+
 def figures(samples: list[dict], version: str, count_client_errors: bool = False) -> Figures:
     """Per-version figures from splitter samples ({"v": version, "c": status, "ms": ...})."""
     mine = [s for s in samples if s["v"] == version]
@@ -102,15 +127,13 @@ def judge(canary: Figures, primary: Figures, t: Thresholds) -> Judgement:
                          f"canary failed {canary.errors} of {canary.requests} real requests ({canary.error_rate:.1%} "
                          f"> {max_errors:.1%}); primary {primary.error_rate:.1%} of {primary.requests}", canary, primary)
     if len(canary.latencies_ms) >= t.min_samples and len(primary.latencies_ms) >= t.min_samples:
-        slower_by = canary.p50_ms - primary.p50_ms
-        slack = max(t.latency_slack_ms, t.latency_slack_ratio * primary.p50_ms)
-        p = float(mannwhitneyu(canary.latencies_ms, primary.latencies_ms, alternative="greater").pvalue)
-        if p < t.latency_p_value and slower_by > slack:
+        shift = latency_shift(canary.latencies_ms, primary.latencies_ms, t)
+        p = shift.p_value
+        if shift.significant(t.latency_p_value):
             return Judgement(False, "traffic-latency",
                              f"canary slower: median {canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms "
-                             f"(+{slower_by:.0f}ms > {slack:.0f}ms slack, Mann-Whitney p={p:.1e} < "
-                             f"{t.latency_p_value:g}) over {len(canary.latencies_ms)}/{len(primary.latencies_ms)} "
-                             f"requests", canary, primary, p)
+                             f"({shift.describe(t.latency_p_value)}) over {len(canary.latencies_ms)}/"
+                             f"{len(primary.latencies_ms)} requests", canary, primary, p)
     else:
         p = None
     return Judgement(True, "traffic",

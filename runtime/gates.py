@@ -5,7 +5,11 @@
   pinned with `x-serve-version: canary`, compared
   with the same number pinned to the primary: success rate >= threshold (served: the
   probe's expected statuses, by default any below 400), and canary
-  p95 latency <= max(ratio x primary p95, floor).
+  p95 latency <= max(ratio x primary p95, floor) -- unless the two samples do not differ
+  beyond noise: a p95 of 20 probes on a busy machine is one slow request, and did roll
+  back identical code in CI (canary p95 102 ms against a 45 ms primary). A p95 breach
+  fails only when the latency test real traffic uses (runtime/analysis.py: one-sided
+  Mann-Whitney at latency_p_value, median slower by more than the slack) agrees.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class ProbeStats:
     ok: int
     p95_ms: float
     answers: str = ""  # what failed probes got, e.g. "404 x18, timeout x2"
+    latencies_ms: tuple[float, ...] = ()  # of the served probes, for the significance test
 
     @property
     def success_rate(self) -> float:
@@ -104,18 +109,30 @@ def judge(gates: GateConfig, canary: ProbeStats, primary: ProbeStats | None,
         budget = max(gates.max_latency_ratio * reference, gates.latency_floor_ms)
         if canary.p95_ms > budget:
             source = "primary p95" if reference == primary.p95_ms else "primary p95 before the rollout"
-            return GateVerdict(
-                False, "latency",
-                f"canary p95 {canary.p95_ms:.0f}ms > {budget:.0f}ms "
-                f"({gates.max_latency_ratio:g}x {source} {reference:.0f}ms)",
-                canary, primary,
-            )
+            breach = (f"canary p95 {canary.p95_ms:.0f}ms > {budget:.0f}ms "
+                      f"({gates.max_latency_ratio:g}x {source} {reference:.0f}ms)")
+            shift = _probe_shift(gates, canary, primary)
+            if shift is None or shift.significant(gates.latency_p_value):
+                why = f" ({shift.describe(gates.latency_p_value)})" if shift else ""
+                return GateVerdict(False, "latency", breach + why, canary, primary)
+            return GateVerdict(True, "probes", f"{breach}, but not beyond noise "
+                               f"({shift.describe(gates.latency_p_value)})", canary, primary)
     primary_note = f", primary p95 {primary.p95_ms:.0f}ms" if primary else ""
     return GateVerdict(
         True, "probes",
         f"canary {canary.success_rate:.1%} of {canary.sent} ok, p95 {canary.p95_ms:.0f}ms{primary_note}",
         canary, primary,
     )
+
+
+def _probe_shift(gates: GateConfig, canary: ProbeStats, primary: ProbeStats) -> analysis.Shift | None:
+    """The significance test over the probes' latencies; None without enough of them on
+    either side (then the p95 budget alone decides)."""
+    if min(len(canary.latencies_ms), len(primary.latencies_ms)) < 2:
+        return None
+    return analysis.latency_shift(canary.latencies_ms, primary.latencies_ms, analysis.Thresholds(
+        latency_p_value=gates.latency_p_value, latency_slack_ms=gates.latency_slack_ms,
+        latency_slack_ratio=gates.latency_slack_ratio))
 
 
 class Prober:
@@ -154,7 +171,8 @@ class Prober:
         latencies = [ms for ok, ms, _ in results if ok]
         failed = collections.Counter(answer for ok, _, answer in results if not ok)
         answers = ", ".join(f"{a} x{n}" for a, n in failed.most_common())
-        return ProbeStats(sent=count, ok=sum(ok for ok, _, _ in results), p95_ms=p95(latencies), answers=answers)
+        return ProbeStats(sent=count, ok=sum(ok for ok, _, _ in results), p95_ms=p95(latencies), answers=answers,
+                          latencies_ms=tuple(latencies))
 
     def evaluate(self, gates: GateConfig, baseline_p95_ms: float | None = None) -> GateVerdict:
         if not gates.enabled:

@@ -118,3 +118,25 @@ def test_every_probe_sends_the_services_own_request_pinned_to_its_side():
     assert (stats.sent, stats.ok) == (3, 3)
     assert seen[0] == ("POST", "/svc/generate", "primary", {"prompt": "hi"})
     assert (wrong.ok, wrong.answers) == (0, "404 x2")
+
+
+def probes(latencies_ms: list[float]) -> ProbeStats:
+    return ProbeStats(len(latencies_ms), len(latencies_ms), p95(latencies_ms), latencies_ms=tuple(latencies_ms))
+
+
+def test_one_slow_probe_on_a_busy_machine_does_not_roll_back_identical_code():
+    # As CI saw it: 20 probes each side, same code; the canary's p95 is one request that
+    # waited behind load (102ms > 2 x 45ms), its median the primary's.
+    primary = probes([30.0 + i for i in range(19)] + [45.0])
+    canary = probes([31.0 + i for i in range(18)] + [102.0, 110.0])
+    verdict = judge(GATES, canary, primary)
+    assert verdict.passed, verdict.detail
+    assert "not beyond noise" in verdict.detail and "Mann-Whitney" in verdict.detail
+
+
+def test_a_canary_slower_on_every_probe_fails_on_latency_with_the_test_that_says_so():
+    primary = probes([30.0 + i for i in range(20)])
+    canary = probes([230.0 + i for i in range(20)])
+    verdict = judge(GATES, canary, primary)
+    assert (verdict.passed, verdict.gate) == (False, "latency")
+    assert verdict.detail.startswith("canary p95 248ms > 96ms (2x primary p95 48ms) (+200ms > 25ms slack")
