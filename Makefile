@@ -118,6 +118,7 @@ bench: setup
 	$(PY) -m bench.router_overhead
 	$(PY) -m bench.false_rollbacks
 	$(PY) -m bench.preview_scale
+	$(PY) -m bench.node_memory
 
 clean: down
 	rm -rf $(STATE)

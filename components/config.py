@@ -35,7 +35,7 @@ from pydantic import (
 
 from components.config_errors import NAMESPACE, ConfigError, problem
 from components.config_file import check_values, read_stack_file
-from runtime.constants import PROJECT_DIR
+from runtime.constants import LOCAL_NODE_PORTS, LOCAL_NODE_PORTS_START, MAX_LOCAL_NODES, PROJECT_DIR
 from runtime.spec import RolloutStrategy
 
 # The classifier gpuserve ships (examples/classifier): a service that names no code of
@@ -213,8 +213,32 @@ class LocalCluster(Strict):
 
 
 class LocalNodePool(Strict):
+    """A pool of virtual GPUs. With `gpus_per_node`, the pool is gpus / gpus_per_node Ray
+    worker nodes joined to a head that runs no GPU work; growing adds nodes, shrinking
+    drains and removes them, and the head is never touched (runtime/local_nodes.py).
+    Without it the head itself holds the GPUs: one node, as stacks made before node pools
+    were; switching an existing stack to nodes replaces its head once."""
+
     name: str = Field(pattern=SERVICE_NAME, max_length=31)
-    gpus: int = Field(ge=1, le=64)  # virtual GPUs on the Ray head (`--num-gpus`)
+    gpus: int = Field(ge=1, le=64)  # the pool's virtual GPUs in all
+    gpus_per_node: int | None = Field(None, ge=1, le=64)
+    cpus_per_node: int | None = Field(None, ge=1, le=64)  # unset: one per GPU
+
+    @model_validator(mode="after")
+    def _nodes(self) -> "LocalNodePool":
+        if self.gpus_per_node is not None:
+            if self.gpus % self.gpus_per_node:
+                raise ValueError(f"gpus ({self.gpus}) must be a multiple of gpus_per_node ({self.gpus_per_node})")
+            if self.nodes > MAX_LOCAL_NODES:
+                raise ValueError(f"at most {MAX_LOCAL_NODES} worker nodes (gpus / gpus_per_node = {self.nodes})")
+        elif self.cpus_per_node is not None:
+            raise ValueError("cpus_per_node needs gpus_per_node (worker nodes)")
+        return self
+
+    @property
+    def nodes(self) -> int:
+        """Worker nodes; 0 when the head holds the GPUs."""
+        return self.gpus // self.gpus_per_node if self.gpus_per_node else 0
 
     @property
     def total_gpus(self) -> float:
@@ -419,13 +443,20 @@ def _cross_checks(config: LocalStack | AwsStack, stack: str) -> list[tuple[str, 
             "dashboard_port": config.local.dashboard_port,
             "gcs_port": config.local.gcs_port,
         }
-        internal = range(config.local.internal_ports_start, config.local.internal_ports_start + 200)
+        nodes = max(pool.nodes for pool in config.node_pools)
+        # The head's internal ports, then a block per worker node (runtime/local_nodes.py).
+        last = config.local.internal_ports_start + LOCAL_NODE_PORTS_START + LOCAL_NODE_PORTS * nodes
+        if nodes and last > 65536:
+            problems.append((f"{NAMESPACE}:local.internal_ports_start", config.local.internal_ports_start,
+                             f"at most {65536 - (last - config.local.internal_ports_start)}: {nodes} worker "
+                             f"nodes take {LOCAL_NODE_PORTS} ports each above the head's 200"))
+        internal = range(config.local.internal_ports_start, last)
         seen: dict[int, str] = {}
         for name, port in ports.items():
             if port in seen or port in internal:
                 problems.append((
                     f"{NAMESPACE}:local.{name}", port,
-                    f"a port not used by {seen.get(port, 'internal_ports_start..+200')}",
+                    f"a port not used by {seen.get(port, f'internal_ports_start..+{len(internal)}')}",
                 ))
             seen[port] = name
     return problems

@@ -1,6 +1,9 @@
 """GpuNodePool: where GPU replicas run.
 
-local: one Ray head on 127.0.0.1 with `gpus` virtual GPUs (`ray start --num-gpus`).
+local: a Ray head on 127.0.0.1 and, with `gpus_per_node`, the pool's worker nodes joined
+       to it, each with its virtual GPUs (`ray start --num-gpus`) and the pool's label
+       resource; the head then runs no GPU work, and a resize touches only the nodes.
+       Without `gpus_per_node` the head holds the GPUs (stacks made before node pools).
 aws:   an EKS managed node group on the AL2023 NVIDIA AMI with the `nvidia.com/gpu`
        NoSchedule taint and pool labels, its IAM role, an optional launch template, the
        NVIDIA device plugin DaemonSet and, optionally, the DCGM exporter.
@@ -39,8 +42,8 @@ GpuNodePoolArgs = Union[LocalPoolArgs, EksPoolArgs]
 
 def pool_facts(pool: LocalNodePool | AwsNodePool) -> dict:
     if isinstance(pool, LocalNodePool):
-        return {"pool": pool.name, "target": "local", "gpus_per_node": pool.gpus, "max_nodes": 1,
-                "total_gpus": pool.total_gpus, "instance_types": []}
+        return {"pool": pool.name, "target": "local", "gpus_per_node": pool.gpus_per_node or pool.gpus,
+                "max_nodes": pool.nodes or 1, "total_gpus": pool.total_gpus, "instance_types": []}
     return {"pool": pool.name, "target": "aws", "gpus_per_node": pool.gpus_per_node, "max_nodes": pool.max_nodes,
             "total_gpus": pool.total_gpus, "instance_types": list(pool.instance_types)}
 
@@ -73,7 +76,7 @@ class GpuNodePool(pulumi.ComponentResource):
             f"{name}-ray-head",
             {
                 "name": name,
-                "gpus": args.pool.gpus,
+                "gpus": 0 if args.pool.nodes else args.pool.gpus,
                 "num_cpus": args.cluster.num_cpus,
                 "gcs_port": args.cluster.gcs_port,
                 "dashboard_port": args.cluster.dashboard_port,
@@ -88,6 +91,26 @@ class GpuNodePool(pulumi.ComponentResource):
         self.dashboard_url = head.dashboard_url
         self.token_path = head.token_path
         self.cluster_id = head.id
+        if args.pool.nodes:
+            from components.providers.local_ray_workers import LocalRayWorkers
+
+            LocalRayWorkers(
+                f"{name}-ray-workers",
+                {
+                    "pool": name,
+                    "nodes_wanted": args.pool.nodes,
+                    "gpus_per_node": args.pool.gpus_per_node,
+                    "cpus_per_node": args.pool.cpus_per_node or args.pool.gpus_per_node,
+                    "gcs_port": args.cluster.gcs_port,
+                    "internal_ports_start": args.cluster.internal_ports_start,
+                    "state_dir": str(args.state_dir / name / "nodes"),
+                    "metrics_report_interval_ms": args.cluster.metrics_report_interval_ms,
+                    "cluster_id": head.id,
+                    "dashboard_url": head.dashboard_url,
+                    "token_path": head.token_path,
+                },
+                opts=pulumi.ResourceOptions(parent=self),
+            )
 
     def _eks(self, name: str, args: EksPoolArgs) -> None:
         import json

@@ -64,7 +64,8 @@ class ServingRuntime(pulumi.ComponentResource):
                 "http_port": args.http_port,
                 "cluster_id": args.node_pool.cluster_id,
             },
-            opts=pulumi.ResourceOptions(parent=self),
+            # After the pool's nodes: a rollout behind it finds the pool's capacity in place.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.node_pool]),
         )
         self.dashboard_url = pulumi.Output.from_input(args.node_pool.dashboard_url)
         self.token_path = args.node_pool.token_path

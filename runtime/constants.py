@@ -14,3 +14,9 @@ HEALTH_PATH = "/-/healthz"
 # The Ray dashboard's port inside a cluster (Serve's REST API lives there). The local
 # target chooses its own (`gpuserve:local.dashboard_port`).
 DASHBOARD_PORT = 8265
+
+# A local pool's worker nodes (runtime/local_nodes.py): a block of ports per node above
+# the head's internal range, and a bound on nodes so the blocks stay inside 65535.
+LOCAL_NODE_PORTS_START = 200  # the head's internal range is [internal_ports_start, +200)
+LOCAL_NODE_PORTS = 30  # per node: 6 fixed ports, then 24 for its worker processes
+MAX_LOCAL_NODES = 16

@@ -229,6 +229,7 @@ class ServeClient:
         self,
         change: Callable[[dict[str, dict]], dict[str, dict]],
         http_options: dict | None = None,
+        proxy_location: str | None = None,
     ) -> ServeState:
         """Read the live app configs, apply `change` (name -> app config), PUT the union.
 
@@ -245,8 +246,8 @@ class ServeClient:
             options = http_options or _declarable_http_options(before.http_options)
             if options:
                 config["http_options"] = options
-            if before.proxy_location:
-                config["proxy_location"] = before.proxy_location
+            if proxy_location or before.proxy_location:
+                config["proxy_location"] = proxy_location or before.proxy_location
             self.put(config)
             return before
 

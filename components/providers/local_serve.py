@@ -47,7 +47,9 @@ class LocalServeProvider(ResourceProvider):
         http_options = {"host": "127.0.0.1", "port": port}
         with _client(props) as client:
             # Serve starts on the first PUT; an empty change keeps any existing apps.
-            client.update_apps(lambda current: current, http_options=http_options)
+            # One proxy, on the head: every local node shares 127.0.0.1, where a proxy per
+            # node (Serve's default) would fight over the port.
+            client.update_apps(lambda current: current, http_options=http_options, proxy_location="HeadOnly")
             state = client.state()
         live_port = state.http_options.get("port")
         if live_port and int(live_port) != port:

@@ -133,12 +133,13 @@ def stack_env_vars(root: Path, toolchain: Toolchain) -> dict[str, str]:
     return env
 
 
-def config_document(ports: dict, gpus: int, services: list[dict], rollout: dict, local: dict | None = None) -> dict:
-    """A local stack's whole `config:` section."""
+def config_document(ports: dict, gpus: int, services: list[dict], rollout: dict, local: dict | None = None,
+                    pool: dict | None = None) -> dict:
+    """A local stack's whole `config:` section; `pool` adds node pool settings (gpus_per_node)."""
     return {
         "gpuserve:target": "local",
         "gpuserve:local": {**ports, "num_cpus": 4, **(local or {})},
-        "gpuserve:node_pools": [{"name": "gpu", "gpus": gpus}],
+        "gpuserve:node_pools": [{"name": "gpu", "gpus": gpus, **(pool or {})}],
         "gpuserve:rollout": rollout,
         "gpuserve:services": services,
     }
@@ -153,12 +154,18 @@ class Run:
     diagnostics: list[tuple[float, str, str]]  # (monotonic arrival time, severity, message)
     policy_violations: list[auto.PolicyEvent]
     output: str  # the CLI's own text: for failure reports only, never parsed
+    steps: list[tuple[str, str]] = field(default_factory=list)  # (operation, resource type) other than "same"
 
     @classmethod
     def from_events(cls, ok: bool, events: list[tuple[float, auto.EngineEvent]], output: str) -> "Run":
         changes: dict[str, int] = {}
-        diagnostics, violations = [], []
+        diagnostics, violations, steps = [], [], []
         for arrived, event in events:
+            if event.resource_pre_event and event.resource_pre_event.metadata:
+                meta = event.resource_pre_event.metadata
+                op = str(meta.op.value if hasattr(meta.op, "value") else meta.op)
+                if op != "same":
+                    steps.append((op, meta.type))
             if event.diagnostic_event:
                 diag = event.diagnostic_event
                 diagnostics.append((arrived, diag.severity, diag.message.rstrip("\n")))
@@ -168,7 +175,7 @@ class Run:
                 changes = {str(op.value if hasattr(op, "value") else op): n
                            for op, n in (event.summary_event.resource_changes or {}).items() if n}
                 changes.pop("same", None)
-        return cls(ok, changes, diagnostics, violations, output)
+        return cls(ok, changes, diagnostics, violations, output, steps)
 
     @property
     def log(self) -> str:
@@ -189,10 +196,12 @@ class LocalStack:
     toolchain: Toolchain = CURRENT
     ports: dict = field(default_factory=dict)  # chosen free on 127.0.0.1 unless given
     local: dict = field(default_factory=dict)  # more `gpuserve:local` settings
+    pool: dict = field(default_factory=dict)  # more node pool settings, e.g. gpus_per_node
 
     def __post_init__(self) -> None:
         self.project = prepare_project(self.root, self.toolchain)
-        base = free_port_block()
+        # The head's ports, then a block per worker node (runtime/local_nodes.py).
+        base = free_port_block(210 + 30 * 8 * bool(self.pool))
         self.ports = self.ports or {"http_port": base, "dashboard_port": base + 1, "gcs_port": base + 2,
                                     "public_port": base + 3, "internal_ports_start": base + 5}
         self.env_vars = stack_env_vars(self.root, self.toolchain)
@@ -205,7 +214,7 @@ class LocalStack:
 
     # -- config -----------------------------------------------------------------
     def config_document(self) -> dict:
-        return config_document(self.ports, self.gpus, self.services, self.rollout, self.local)
+        return config_document(self.ports, self.gpus, self.services, self.rollout, self.local, self.pool)
 
     def write_config(self) -> None:
         """Declare the whole config document (`pulumi config set-all --json`)."""
@@ -299,6 +308,12 @@ class LocalStack:
                 return resource.get("outputs")
         return None
 
+    def ray_nodes(self) -> dict[str, dict]:
+        """The cluster's live nodes by name, as Ray's state API lists them."""
+        result = httpx.get(f"{self.dashboard_url}/api/v0/nodes?limit=100&detail=true",
+                           headers={"Authorization": f"Bearer {self.token()}"}, timeout=10).json()
+        return {n["node_name"]: n for n in result["data"]["result"]["result"] if n["state"] == "ALIVE"}
+
     def splitter_instances(self) -> list:
         from runtime.splitter import from_dicts
 
@@ -334,16 +349,19 @@ class LocalStack:
                 "weights": route["weights"]}
 
     def destroy(self) -> None:
-        from runtime import splitter
+        from runtime import local_nodes, splitter
 
         head = self.ray_head()
         instances = self.splitter_instances()
+        nodes = (self.resource_outputs("LocalRayWorkers") or {}).get("nodes") or []
         try:
             self._run("destroy", check=True)
         finally:
             # Belt and braces: whatever happened above, leave no process of ours behind.
             for instance in instances:
                 splitter.stop_instance(instance, grace_s=2)
+            for node in nodes:
+                local_nodes.stop_node(node)
             if head and head.get("sid"):
                 local_cluster.stop({k: head[k] for k in ("pid", "sid", "started_at", "dashboard_url",
                                                           "token_path", "log_path")})

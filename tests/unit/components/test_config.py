@@ -224,3 +224,41 @@ def test_a_public_load_balancer_without_tls_is_allowed_outside_prod():
     document = aws_document("dev")
     document["aws"]["public_load_balancer"] = True
     load_stack_config(document, "dev")
+
+
+def test_a_pool_with_gpus_per_node_is_that_many_worker_nodes():
+    config = load_stack_config(with_change("node_pools[0].gpus_per_node", 2), "test")
+    assert config.node_pools[0].nodes == 2 and config.node_pools[0].total_gpus == 4
+
+
+@pytest.mark.parametrize(
+    ("pool", "reported_path", "allowed"),
+    [
+        pytest.param({"gpus": 5, "gpus_per_node": 2}, "gpuserve:node_pools[0]", "must be a multiple of gpus_per_node",
+                     id="gpus that do not split into whole nodes are refused"),
+        pytest.param({"gpus": 34, "gpus_per_node": 2}, "gpuserve:node_pools[0]", "at most 16 worker nodes",
+                     id="more worker nodes than the port plan holds are refused"),
+        pytest.param({"gpus": 4, "cpus_per_node": 2}, "gpuserve:node_pools[0]", "cpus_per_node needs gpus_per_node",
+                     id="cpus per node without nodes are refused"),
+    ],
+)
+def test_bad_node_pool_shapes_are_refused(pool, reported_path, allowed):
+    document = copy.deepcopy(VALID)
+    document["node_pools"] = [{"name": "gpu", **pool}]
+    document["services"][0]["num_replicas"] = 1
+    found = problems(document)
+    assert [p for p in found if p[0] == reported_path and allowed in p[2]], found
+
+
+def test_worker_node_ports_must_fit_below_65536():
+    document = with_change("node_pools[0].gpus_per_node", 1)
+    document["local"] = {"internal_ports_start": 65300}
+    found = problems(document)
+    assert [p for p in found if p[0] == "gpuserve:local.internal_ports_start" and "4 worker nodes take 30" in p[2]]
+
+
+def test_a_replica_bigger_than_one_worker_node_is_refused():
+    document = with_change("node_pools[0].gpus_per_node", 1)
+    document["services"][0]["ray_actor_options"] = {"num_gpus": 2}
+    found = problems(document)
+    assert [p for p in found if p[0] == "gpuserve:services[0].ray_actor_options.num_gpus"], found

@@ -1,0 +1,36 @@
+"""A local pool's worker nodes: their `ray start`, and when a shrink must be refused."""
+
+from __future__ import annotations
+
+from runtime.local_nodes import WorkerSpec, command, shrink_refusal, worker_ports_start
+
+SPEC = WorkerSpec(pool="gpu", slot=2, gpus=2, num_cpus=2, gcs_port=18379, internal_ports_start=18400,
+                  token_path="/t", state_dir="/s")
+
+
+def test_a_node_joins_the_head_on_loopback_with_its_gpus_and_the_pools_label_resource():
+    argv = command(SPEC)
+    assert argv[1:4] == ["start", "--address=127.0.0.1:18379", "--block"]
+    assert {"--node-ip-address=127.0.0.1", "--node-name=gpu-2", "--num-gpus=2",
+            '--resources={"pool:gpu": 2}'} <= set(argv)
+
+
+def test_each_slot_has_its_own_port_block_above_the_heads():
+    assert worker_ports_start(18400, 0) == 18600
+    assert "--node-manager-port=18660" in command(SPEC)
+    assert "--max-worker-port=18689" in command(SPEC)  # the last port of slot 2's block
+
+
+def node(name: str, node_id: str) -> dict:
+    return {"node_name": name, "node_id": node_id}
+
+
+def test_a_shrink_whose_replicas_fit_on_the_nodes_that_stay_is_allowed():
+    # 3 one-GPU nodes, replicas on a and c; c leaves, b is free.
+    assert shrink_refusal([node("gpu-2", "c")], kept_gpus=2, used={"a": 1, "c": 1}) is None
+
+
+def test_a_shrink_that_would_strand_replicas_says_what_to_do():
+    refusal = shrink_refusal([node("gpu-2", "c")], kept_gpus=2, used={"a": 1, "b": 1, "c": 1})
+    assert refusal.startswith("replicas on gpu-2 hold 1 GPUs and the nodes that stay have 0 free")
+    assert "lower the services' num_replicas" in refusal
