@@ -18,6 +18,7 @@ file, read top to bottom. How problems are reported lives in config_errors.py.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -293,13 +294,40 @@ class AwsTarget(Strict):
     subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(min_length=1)
     namespace: str = Field("gpuserve", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     public_load_balancer: bool = False
-    tls_certificate_arn: str | None = Field(None, pattern=r"^arn:aws:acm:")
+    # An ACM certificate: with it the load balancer serves HTTPS on 443 only (no port 80).
+    tls_certificate_arn: str | None = Field(
+        None, pattern=r"^arn:aws(-cn|-us-gov)?:acm:[a-z]{2}(-[a-z]+)+-\d:\d{12}:certificate/[0-9a-f-]{36}$")
+    # The EKS API endpoint gpuserve creates is private (reached from inside the VPC) unless
+    # networks are listed here; then it is public to those networks only.
+    api_public_cidrs: list[str] = Field([], max_length=40)
     # GCS fault tolerance on an external Redis (KubeRay's HA guide) + replica spreading.
     ha: bool = False
-    redis_address: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$")
+    redis_address: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$", max_length=300)
     # Address the Ray head's dashboard and Serve proxies bind inside their pods. It must
     # be given explicitly: in a pod it is the wildcard address, never a host's.
     pod_bind_address: str = Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}$")
+
+    @field_validator("pod_bind_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        ipaddress.IPv4Address(value)  # raises ValueError: "999.1.1.1" is no address
+        return value
+
+    @field_validator("redis_address")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+            raise ValueError(f"port of {value} must be 1..65535")
+        return value
+
+    @field_validator("api_public_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            network = ipaddress.ip_network(cidr, strict=True)  # raises ValueError with the reason
+            if network.prefixlen == 0:
+                raise ValueError(f"{cidr} opens the API endpoint to the whole internet; list your own networks")
+        return value
     dcgm_exporter: bool = False
     # The data plane: an image built from splitter/Dockerfile and pushed to a registry
     # the nodes can pull from (README, "The aws target"), and how many pods run it.

@@ -14,6 +14,7 @@ from typing import Any
 
 import pulumi
 
+from components.aws import render
 from components.config import AwsTarget
 
 
@@ -54,9 +55,12 @@ class EksCluster(pulumi.ComponentResource):
             policy = aws.iam.RolePolicyAttachment(
                 f"{name}-cluster-policy", role=role.name,
                 policy_arn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy", opts=aws_opts)
+            vpc = render.cluster_vpc_config(target)
             cluster = aws.eks.Cluster(
                 f"{name}-cluster", name=target.cluster_name, role_arn=role.arn, version=target.kubernetes_version,
-                vpc_config={"subnet_ids": list(target.subnet_ids), "endpoint_private_access": True},
+                vpc_config={"subnet_ids": vpc["subnetIds"], "endpoint_private_access": vpc["endpointPrivateAccess"],
+                            "endpoint_public_access": vpc["endpointPublicAccess"],
+                            **({"public_access_cidrs": vpc["publicAccessCidrs"]} if "publicAccessCidrs" in vpc else {})},
                 opts=pulumi.ResourceOptions(parent=self, provider=args.aws_provider, depends_on=[policy]),
             )
             self.name = cluster.name

@@ -262,6 +262,16 @@ def dashboard_internal_url(cluster: str, ns: str) -> str:
     return f"http://{cluster}-head-svc.{ns}.svc.cluster.local:{DASHBOARD_PORT}"
 
 
+def cluster_vpc_config(aws: AwsTarget) -> dict:
+    """CreateCluster's `resourcesVpcConfig` (botocore's EKS model): the API endpoint is
+    private unless `api_public_cidrs` lists networks; then public to those only."""
+    config = {"subnetIds": list(aws.subnet_ids), "endpointPrivateAccess": True,
+              "endpointPublicAccess": bool(aws.api_public_cidrs)}
+    if aws.api_public_cidrs:
+        config["publicAccessCidrs"] = list(aws.api_public_cidrs)
+    return config
+
+
 def serve_service(cluster: str, aws: AwsTarget) -> dict:
     """The splitter's pods behind an NLB (AWS Load Balancer Controller)."""
     public = aws.public_load_balancer
@@ -276,11 +286,13 @@ def serve_service(cluster: str, aws: AwsTarget) -> dict:
         "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port": "traffic-port",
         "service.beta.kubernetes.io/aws-load-balancer-attributes": "load_balancing.cross_zone.enabled=true",
     }
-    ports = [{"name": "http", "port": 80, "targetPort": SPLITTER_PORT, "protocol": "TCP"}]
     if aws.tls_certificate_arn:
+        # HTTPS only: a listener on port 80 would serve the same API in plain text.
         annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"] = aws.tls_certificate_arn
         annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-ports"] = "443"
-        ports.append({"name": "https", "port": 443, "targetPort": SPLITTER_PORT, "protocol": "TCP"})
+        ports = [{"name": "https", "port": 443, "targetPort": SPLITTER_PORT, "protocol": "TCP"}]
+    else:
+        ports = [{"name": "http", "port": 80, "targetPort": SPLITTER_PORT, "protocol": "TCP"}]
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -109,10 +109,17 @@ def test_the_load_balancer_is_internal_unless_declared_public():
 
 def test_a_public_load_balancer_is_internet_facing_with_tls():
     aws = yaml.safe_load((REPO / "stacks/Pulumi.dev.yaml").read_text())["config"]["gpuserve:aws"]
-    aws.update(public_load_balancer=True, tls_certificate_arn="arn:aws:acm:us-west-2:123456789012:certificate/abc")
+    aws.update(public_load_balancer=True, tls_certificate_arn="arn:aws:acm:us-west-2:123456789012:certificate/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0")
     annotations = load_balancer(registered("dev", aws=aws)).inputs["metadata"]["annotations"]
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internet-facing"
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-ports"] == "443"
+
+
+def test_with_tls_the_load_balancer_serves_https_only_never_plain_port_80():
+    aws = yaml.safe_load((REPO / "stacks/Pulumi.dev.yaml").read_text())["config"]["gpuserve:aws"]
+    aws.update(public_load_balancer=True, tls_certificate_arn="arn:aws:acm:us-west-2:123456789012:certificate/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0")
+    ports = load_balancer(registered("dev", aws=aws)).inputs["spec"]["ports"]
+    assert [p["port"] for p in ports] == [443]
 
 
 def test_only_the_splitter_is_on_the_load_balancer_never_the_dashboard_or_serves_hidden_prefixes():
@@ -176,3 +183,18 @@ def _key_properties(typ: str, inputs: dict) -> dict:
         "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ("policyArn",),
     }.get(typ, ())
     return {k: inputs.get(k) for k in keep}
+
+
+def test_the_eks_api_endpoint_gpuserve_creates_is_private_by_default():
+    aws = yaml.safe_load((REPO / "stacks/Pulumi.dev.yaml").read_text())["config"]["gpuserve:aws"]
+    aws["create_cluster"] = True
+    vpc = one(registered("dev", aws=aws), "aws:eks/cluster:Cluster").inputs["vpcConfig"]
+    assert (vpc["endpointPrivateAccess"], vpc["endpointPublicAccess"]) == (True, False)
+    assert "publicAccessCidrs" not in vpc
+
+
+def test_the_eks_api_endpoint_is_public_only_to_the_declared_networks():
+    aws = yaml.safe_load((REPO / "stacks/Pulumi.dev.yaml").read_text())["config"]["gpuserve:aws"]
+    aws.update(create_cluster=True, api_public_cidrs=["203.0.113.0/24"])
+    vpc = one(registered("dev", aws=aws), "aws:eks/cluster:Cluster").inputs["vpcConfig"]
+    assert vpc["endpointPublicAccess"] is True and vpc["publicAccessCidrs"] == ["203.0.113.0/24"]

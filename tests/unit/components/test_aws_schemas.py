@@ -136,3 +136,15 @@ def test_the_launch_template_user_data_carries_the_pool_labels():
     assert "kind: NodeConfig" in text
     assert f"--node-labels={render.GPU_TYPE_LABEL}=a100,{render.POOL_LABEL}=gpu" in text
     assert json.dumps(render.launch_template_args(pool)["block_device_mappings"][0]["ebs"]["volume_size"]) == "500"
+
+
+@pytest.mark.parametrize("cidrs", [[], ["203.0.113.0/24", "2001:db8::/32"]])
+def test_the_cluster_vpc_config_fits_botocores_create_cluster_and_is_private_unless_networks_are_listed(cidrs):
+    from botocore.validate import validate_parameters
+
+    aws = stack("dev").aws.model_copy(update={"api_public_cidrs": cidrs})
+    config = render.cluster_vpc_config(aws)
+    shape = eks_model().operation_model("CreateCluster").input_shape.members["resourcesVpcConfig"]
+    validate_parameters(config, shape)  # raises ParamValidationError on any unknown or mistyped member
+    assert config["endpointPublicAccess"] is bool(cidrs)
+    assert config.get("publicAccessCidrs", []) == cidrs

@@ -211,6 +211,18 @@ def aws_document(name: str = "prod") -> dict:
                      id="a label value Kubernetes refuses is refused"),
         pytest.param(lambda d: d["aws"].pop("pod_bind_address"),
                      "gpuserve:aws.pod_bind_address", "a value", id="the pod bind address must be explicit"),
+        pytest.param(lambda d: d["aws"].update(pod_bind_address="999.1.1.1"),
+                     "gpuserve:aws.pod_bind_address", "Octet 999 (> 255) not permitted",
+                     id="an address with an octet over 255 is refused"),
+        pytest.param(lambda d: d["aws"].update(api_public_cidrs=["10.0.0.1/8"]),
+                     "gpuserve:aws.api_public_cidrs", "has host bits set", id="a CIDR with host bits is refused"),
+        pytest.param(lambda d: d["aws"].update(api_public_cidrs=["0.0.0.0/0"]),
+                     "gpuserve:aws.api_public_cidrs", "the whole internet",
+                     id="an API endpoint open to the internet is refused"),
+        pytest.param(lambda d: d["aws"].update(redis_address="redis.internal:99999"),
+                     "gpuserve:aws.redis_address", "must be 1..65535", id="a Redis port past 65535 is refused"),
+        pytest.param(lambda d: d["aws"].update(tls_certificate_arn="arn:aws:acm:oops"),
+                     "gpuserve:aws.tls_certificate_arn", "match pattern", id="a malformed certificate ARN is refused"),
     ],
 )
 def test_bad_cloud_config_gets_the_one_clear_error(change, reported_path, allowed):
