@@ -336,6 +336,9 @@ class AwsTarget(Strict):
 
 
 class _Stack(Strict):
+    # What the stack is for. `prod` turns on the policy pack's prod-only checks (and so
+    # does a stack named prod, production or prod-*), whatever the stack is called.
+    environment: Literal["dev", "test", "staging", "prod"] | None = None
     rollout: RolloutStrategy = RolloutStrategy()
     services: list[ServiceConfig] = Field(min_length=1)
 
@@ -459,6 +462,14 @@ def _cross_checks(config: LocalStack | AwsStack, stack: str) -> list[tuple[str, 
                 f"a model artifact that exists ({artifact} does not)"
                 + (f"; shipped versions: {_shipped_versions()}" if service.ships_classifier else ""),
             ))
+    for i, pool in enumerate(config.node_pools):
+        # Each service fitting alone is not enough: together, at steady state, they must too.
+        steady = {s.name: s.replicas * s.gpus_per_replica for s in config.services if s.pool == pool.name}
+        if len(steady) > 1 and sum(steady.values()) > pool.total_gpus:
+            problems.append((f"{NAMESPACE}:node_pools[{i}]", pool.name,
+                             f"a pool whose GPUs ({pool.total_gpus:g}) hold its services' steady replicas together "
+                             f"({sum(steady.values()):g}: " + ", ".join(f"{k} {v:g}" for k, v in steady.items())
+                             + "); grow the pool or lower num_replicas"))
     if isinstance(config, AwsStack):
         problems += _aws_checks(config, stack)
     if isinstance(config, LocalStack):

@@ -22,10 +22,14 @@ class ModelServiceArgs:
     # can judge at preview time, when stack policies do not run for new resources.
     pool_gpus: float = 0.0
     others_steady_gpus: float = 0.0
+    # The most GPUs one node of the pool has, where the pool is made of nodes (a replica
+    # runs on one node); None where the pool is one head (local stacks before node pools).
+    gpus_per_node: float | None = None
+    environment: str | None = None  # gpuserve:environment
 
 
 def service_spec(service: ServiceConfig, http_options: dict | None = None,
-                 capacity: dict | None = None) -> dict:
+                 capacity: dict | None = None, environment: str | None = None) -> dict:
     """The plain dict the rollout provider receives (runtime.spec.ServiceSpec, less http_url)."""
     scaling = {
         "max_ongoing_requests": service.max_ongoing_requests,
@@ -56,6 +60,8 @@ def service_spec(service: ServiceConfig, http_options: dict | None = None,
         "version": version_spec(service),
         "scaling": scaling,
         "rollout": service.rollout.model_dump(),
+        # Only when declared: a key new to older stacks' state would show as a change.
+        **({"environment": environment} if environment else {}),
     }
 
 
@@ -96,7 +102,9 @@ class ModelService(pulumi.ComponentResource):
         rollout = ModelRollout(
             f"{name}-rollout",
             spec=service_spec(args.service, args.runtime.http_options,
-                              {"pool_gpus": args.pool_gpus, "others_steady_gpus": args.others_steady_gpus}),
+                              {"pool_gpus": args.pool_gpus, "others_steady_gpus": args.others_steady_gpus,
+                               **({"gpus_per_node": args.gpus_per_node} if args.gpus_per_node else {})},
+                              args.environment),
             http_url=args.load_balancer.url,
             splitter_admins=args.load_balancer.splitter_admins,
             dashboard_url=args.runtime.dashboard_url,

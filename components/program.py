@@ -100,8 +100,10 @@ def _services(config: LocalStack | AwsStack, runtimes: dict) -> None:
         runtime, lb = runtimes[service.pool]
         others = sum(s.replicas * s.gpus_per_replica for s in config.services
                      if s.pool == service.pool and s.name != service.name)
-        model = ModelService(service.name, ModelServiceArgs(service, runtime, lb, pools[service.pool].total_gpus,
-                                                            others))
+        pool = pools[service.pool]
+        per_node = pool.gpus_per_node if getattr(pool, "nodes", 1) else None  # a local head pool: no nodes
+        model = ModelService(service.name, ModelServiceArgs(service, runtime, lb, pool.total_gpus, others,
+                                                            per_node, config.environment))
         endpoints[service.name] = model.endpoint
         versions[service.name] = model.serving_version
     pulumi.export("endpoints", endpoints)

@@ -52,7 +52,7 @@ def _rollout_check(check: Callable[[dict, bool, dict], list[str]]):
         spec = resource.props.get("spec")
         if not isinstance(spec, Mapping):
             return []  # unknown during preview: checked again at update
-        return check(spec, v.is_prod(resource.urn, resource.config), resource.config)
+        return check(spec, v.is_prod(resource.urn, resource.config, resource.props), resource.config)
     return _on(v.ROLLOUT, run)
 
 
@@ -145,16 +145,17 @@ POLICIES = [
     ),
     ResourceValidationPolicy(
         name="dashboard-not-public",
-        description="The Ray dashboard is never exposed through a public load balancer or address.",
+        description="The Ray dashboard is never exposed: no LoadBalancer or NodePort Service, head Service or public address.",
         config_schema=_schema(dashboardPort={"type": "integer", "default": v.DASHBOARD_PORT}),
         validate=[_on(v.K8S_SERVICE, lambda a: v.dashboard_not_public_service(a.props, a.get_config())),
+                  _on(v.RAY_CLUSTER, lambda a: v.ray_head_not_exposed(a.props)),
                   _on(v.ROLLOUT, lambda a: v.dashboard_not_public_rollout(a.props))],
     ),
     ResourceValidationPolicy(
         name="ha-in-prod",
         description="In prod the RayCluster has GCS fault tolerance on an external Redis.",
         config_schema=_schema(prodStacks=PROD_STACKS),
-        validate=_on(v.RAY_CLUSTER, lambda a: v.ha_in_prod(a.props, v.is_prod(a.urn, a.get_config()))),
+        validate=_on(v.RAY_CLUSTER, lambda a: v.ha_in_prod(a.props, v.is_prod(a.urn, a.get_config(), a.props))),
     ),
     ResourceValidationPolicy(
         name="secrets-are-secret",

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
 from runtime import plan
-from runtime.constants import DASHBOARD_PORT
+from runtime.constants import DASHBOARD_PORT, ENVIRONMENT_LABEL
 
 ROLLOUT = "pulumi-python:dynamic/gpuserve:ModelRollout"
 POOL = "gpuserve:gpu_node_pool:GpuNodePool"
@@ -24,7 +24,22 @@ SCHEME = "service.beta.kubernetes.io/aws-load-balancer-scheme"
 SSL_CERT = "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"
 PUBLIC = "gpuserve.io/public"
 GPU_TAINT_KEY = "nvidia.com/gpu"
-SENSITIVE = ("token", "password", "secret", "stringdata")
+SENSITIVE = ("token", "password", "passwd", "secret", "stringdata", "apikey", "api_key", "api-key", "credential",
+             "passphrase", "private_key", "access_key")
+# Secrets recognised by what they look like, whatever the key that holds them is called.
+SECRET_VALUES = (
+    ("credentials in a URL", re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.IGNORECASE)),
+    ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+    ("a JSON Web Token", re.compile(r"\beyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,}")),
+    ("a bearer token", re.compile(r"\bBearer\s+[\w.~+/=-]{16,}")),
+    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}")),
+    ("a Slack token", re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
+    ("a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{30,}")),
+    ("an API key (sk-)", re.compile(r"\bsk-[A-Za-z0-9_-]{20,}")),
+    ("a secret on a command line", re.compile(
+        r"--?[\w-]*(password|passwd|token|secret|api[-_]?key|credential)[\w-]*[= ]\S+", re.IGNORECASE)),
+)
 
 
 class Secret(str):
@@ -79,9 +94,15 @@ def stack_of(urn: str) -> str:
 PROD_NAME = re.compile(r"^prod(uction)?([-_.].*)?$", re.IGNORECASE)
 
 
-def is_prod(urn: str, config: Mapping[str, Any]) -> bool:
+def is_prod(urn: str, config: Mapping[str, Any], props: Mapping[str, Any] | None = None) -> bool:
+    """Prod when the stack's config says so (`gpuserve:environment: prod`, carried in a
+    rollout's spec and on the objects it renders), or, to be safe, when the pack's
+    prodStacks or the stack's name says so. Each can only add checks, never remove them."""
+    props = props or {}
+    declared = ((props.get("spec") or {}).get("environment") if isinstance(props.get("spec"), Mapping) else None) \
+        or ((props.get("metadata") or {}).get("labels") or {}).get(ENVIRONMENT_LABEL)
     stack = stack_of(urn)
-    return stack in config.get("prodStacks", ["prod"]) or bool(PROD_NAME.match(stack))
+    return declared == "prod" or stack in config.get("prodStacks", ["prod"]) or bool(PROD_NAME.match(stack))
 
 
 def surge_replicas(n: int, percent: int) -> int:
@@ -151,8 +172,17 @@ def rollout_surge_fits_capacity(spec: Mapping[str, Any], config: Mapping[str, An
     """Judged from the capacity facts the program puts in the rollout's spec: the pool's
     GPUs and what the pool's other services hold at steady state."""
     capacity = spec.get("capacity") or {}
-    if not capacity.get("pool_gpus"):
-        return []
+    if "pool_gpus" not in capacity or capacity["pool_gpus"] is None:
+        return []  # made without capacity facts (not by gpuserve's program): nothing to judge by
+    g = float((spec.get("version") or {}).get("num_gpus", 1))
+    per_node = capacity.get("gpus_per_node")
+    if per_node is not None and g > float(per_node):
+        return [f"a replica of {spec.get('service')} needs {g:g} GPUs but a node of pool '{spec.get('pool')}' has "
+                f"{float(per_node):g}: a replica runs on one node, so it would never be placed. Lower "
+                f"ray_actor_options.num_gpus or use a pool with larger nodes."]
+    if float(capacity["pool_gpus"]) <= 0:
+        return [f"a rollout of {spec.get('service')} must fit its node pool '{spec.get('pool')}', which declares "
+                f"{capacity['pool_gpus']} GPUs: a pool with no GPUs holds no replica. Declare the pool's GPUs."]
     others = float(capacity.get("others_steady_gpus") or 0)
     # headroomGpus keeps GPUs free for anything else on the pool (default none).
     have = float(capacity["pool_gpus"]) - float((config or {}).get("headroomGpus", 0))
@@ -161,7 +191,6 @@ def rollout_surge_fits_capacity(spec: Mapping[str, Any], config: Mapping[str, An
         return []
     n = replicas(spec)
     p = int((spec.get("rollout") or {}).get("max_surge_percent", 25))
-    g = float((spec.get("version") or {}).get("num_gpus", 1))
     return [f"a rollout of {spec.get('service')} must fit its node pool '{spec.get('pool')}': peak "
             f"(N + ceil(p% * N)) x gpus_per_replica = ({n} + {surge_replicas(n, p)}) x {g:g} = {peak:g} GPUs"
             + (f" plus {others:g} for other services" if others else "")
@@ -260,8 +289,10 @@ def lb_internal_unless_declared(props: Mapping[str, Any], config: Mapping[str, A
     if spec.get("type") != "LoadBalancer":
         return []
     annotations = (get(props, "metadata", default={}) or {}).get("annotations") or {}
-    scheme = annotations.get(SCHEME, "internal")
-    if scheme != "internet-facing":
+    # Without the annotation, Kubernetes' in-tree AWS provider makes an internet-facing
+    # load balancer: only an explicit "internal" is internal.
+    scheme = annotations.get(SCHEME, "internet-facing (no scheme annotation)")
+    if scheme == "internal":
         return []
     messages = []
     if annotations.get(PUBLIC) != "true":
@@ -277,14 +308,30 @@ def lb_internal_unless_declared(props: Mapping[str, Any], config: Mapping[str, A
 def dashboard_not_public_service(props: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> list[str]:
     port = int((config or {}).get("dashboardPort", DASHBOARD_PORT))
     spec = get(props, "spec", default={}) or {}
-    annotations = (get(props, "metadata", default={}) or {}).get("annotations") or {}
-    public = spec.get("type") == "LoadBalancer" and annotations.get(SCHEME) == "internet-facing"
+    # Whatever the annotations say: an "internal" load balancer still puts the dashboard
+    # (which runs jobs, i.e. code) on a network, and a missing scheme means public.
+    kind = spec.get("type")
     exposed = [p for p in spec.get("ports") or []
                if port in (p.get("port"), p.get("targetPort")) or p.get("targetPort") == "dashboard"]
-    if public and exposed:
-        return [f"the Ray dashboard (port {port}) must never sit behind a public load balancer; "
-                f"seen ports {exposed}. Remove them; reach the dashboard through the internal endpoint."]
+    if kind in EXPOSING_SERVICE_TYPES and exposed:
+        return [f"the Ray dashboard (port {port}) must never be exposed by a {kind} Service; seen ports "
+                f"{exposed}. Remove them; reach the dashboard through the Kubernetes API (port-forward)."]
     return []
+
+
+EXPOSING_SERVICE_TYPES = ("LoadBalancer", "NodePort")
+
+
+def ray_head_not_exposed(props: Mapping[str, Any]) -> list[str]:
+    """KubeRay makes the head's Service (dashboard, GCS, client port) from headGroupSpec:
+    a LoadBalancer or NodePort one exposes them all."""
+    head = (get(props, "spec", default={}) or {}).get("headGroupSpec") or {}
+    kinds = [head.get("serviceType"), ((head.get("headService") or {}).get("spec") or {}).get("type")]
+    bad = [k for k in kinds if k in EXPOSING_SERVICE_TYPES]
+    if not bad:
+        return []
+    return [f"a RayCluster's head Service must stay ClusterIP: it carries the dashboard ({DASHBOARD_PORT}), "
+            f"the GCS and the client port; seen headGroupSpec service type {bad[0]}. Set serviceType: ClusterIP."]
 
 
 def dashboard_not_public_rollout(props: Mapping[str, Any]) -> list[str]:
@@ -318,18 +365,37 @@ def secrets_are_secret(resource_type: str, props: Mapping[str, Any],
 
 
 def _plaintext_secrets(value: Any, path: str, words: tuple[str, ...] = SENSITIVE) -> Iterable[str]:
+    """Paths of plaintext secrets: under a key named like one, in an env entry named like
+    one ({name, value}), after a command-line flag named like one, or a string that looks
+    like one (SECRET_VALUES) wherever it is."""
+    def sensitive(name: Any) -> bool:
+        lowered = str(name).lower()
+        return any(word in lowered for word in words) and not lowered.endswith(("name", "path", "ref", "secretname"))
+
     if isinstance(value, Mapping):
+        if sensitive(value.get("name", "")) and isinstance(value.get("value"), str) \
+                and not isinstance(value["value"], Secret) and value["value"]:
+            yield f"{path}.value ({value['name']})"  # a container's env entry
         for key, item in value.items():
             child = f"{path}.{key}" if path else str(key)
-            if any(word in str(key).lower() for word in words) and not str(key).lower().endswith(
-                    ("name", "path", "ref", "secretname")):
+            if sensitive(key):
                 if _has_plain_string(item):
                     yield child
                 continue
             yield from _plaintext_secrets(item, child, words)
     elif isinstance(value, list):
         for i, item in enumerate(value):
+            flag = value[i - 1] if i else None
+            if isinstance(flag, str) and flag.startswith("-") and "=" not in flag and sensitive(flag) \
+                    and isinstance(item, str) and not isinstance(item, Secret) and item:
+                yield f"{path}[{i}] (after {flag})"
+                continue
             yield from _plaintext_secrets(item, f"{path}[{i}]", words)
+    elif isinstance(value, str) and not isinstance(value, Secret) and value not in UNKNOWN_VALUES:
+        for what, pattern in SECRET_VALUES:
+            if pattern.search(value):
+                yield f"{path} ({what})"
+                break
 
 
 def _has_plain_string(value: Any) -> bool:

@@ -20,3 +20,7 @@ DASHBOARD_PORT = 8265
 LOCAL_NODE_PORTS_START = 200  # the head's internal range is [internal_ports_start, +200)
 LOCAL_NODE_PORTS = 30  # per node: 6 fixed ports, then 24 for its worker processes
 MAX_LOCAL_NODES = 16
+
+# What a stack is for (`gpuserve:environment`), on the objects it renders and in each
+# rollout's spec: the policy pack's prod-only checks key on it, not on the stack's name.
+ENVIRONMENT_LABEL = "gpuserve.io/environment"

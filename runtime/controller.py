@@ -26,7 +26,7 @@ from runtime.live import History, LiveService
 from runtime.plan import Plan, Step, StepKind, plan_rollback
 from runtime.prometheus import PrometheusGate
 from runtime.serve_actions import ServeActions
-from runtime.serve_api import ServeClient
+from runtime.serve_api import ServeClient, surge_lease
 from runtime.spec import GateConfig, ServiceSpec
 
 
@@ -89,7 +89,7 @@ class RolloutController:
                 self.say(f"resuming rollout {move.primary} -> {move.canary} from live state: canary "
                          f"{live.ready.get(move.canary, 0)} ready at {live.canary_traffic}% traffic "
                          "(its progress so far passed the gates; the next wave re-checks them)")
-            return self._rollout(live, move.plan)
+            return self._leased(live, move.plan, lambda: self._rollout(live, move.plan))
         if move.intent in (Intent.ROLLBACK_STALE, Intent.ABORT):
             self._rollback(live, reason=move.why, raise_after=False)  # it says what it does
             return self.live()
@@ -152,6 +152,20 @@ class RolloutController:
         return self.live()
 
     # ---------------------------------------------------------------- rollout
+    def _leased(self, live: LiveService, plan: Plan, run):
+        """Run a rollout that surges past the service's steady GPUs under its pool's surge
+        lease (runtime/serve_api.surge_lease): two services' surges never overlap."""
+        steady = plan.n * max(plan.old_gpus_per_replica, plan.new_gpus_per_replica)
+        if plan.peak_gpus <= steady:
+            return run()
+        started = live.started_at or time.time()
+        remaining = started + self.spec.rollout.deadline_minutes * 60 - time.time()
+        with surge_lease(self.serve.client.dashboard_url, self.spec.pool or "default", self.spec.service, remaining,
+                         on_wait=lambda holder: self.say(
+                             f"waiting for the rollout of {holder} in pool '{self.spec.pool or 'default'}' to end: "
+                             "one rollout at a time surges in a pool")):
+            return run()
+
     def _rollout(self, live: LiveService, plan: Plan) -> LiveService:
         """The saga: run the plan's steps in order; on a failed check, compensate with the
         capacity-safe rollback and raise. A HOLD or FINISH step ends the run."""

@@ -156,22 +156,60 @@ def cluster_lock(dashboard_url: str, timeout_s: float = LOCK_TIMEOUT_S) -> Itera
     services writing at once would undo each other without this lock. The holder's pid
     sits beside it, so that a timeout can name who holds it.
     """
-    digest = hashlib.sha256(dashboard_url.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"gpuserve-serve-{digest}.lock"
-    holder = path.with_suffix(".holder")
+    path = _lock_path("serve", dashboard_url)
     lock = filelock.FileLock(path)
     try:
         lock.acquire(timeout=timeout_s)
     except filelock.Timeout:
-        who = holder.read_text().strip() if holder.exists() else "unknown"
         raise ServeApiError(
-            f"the Serve config lock of {dashboard_url} ({path}) is still held after {timeout_s:g}s, by pid {who}; "
-            "if that process is stuck, end it, then run `pulumi up` again") from None
+            f"the Serve config lock of {dashboard_url} ({path}) is still held after {timeout_s:g}s, by "
+            f"{_holder(path)}; if that process is stuck, end it, then run `pulumi up` again") from None
     try:
-        holder.write_text(str(os.getpid()))
+        path.with_suffix(".holder").write_text(f"pid {os.getpid()}")
         yield
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def surge_lease(dashboard_url: str, pool: str, service: str, timeout_s: float,
+                on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """One rollout at a time holds surge GPUs in a node pool.
+
+    Pulumi rolls services out in parallel, and each rollout's surge was checked (by the
+    policy pack, by the planner) against the pool minus the others' steady replicas:
+    two surges at once could together exceed the pool. So a rollout that surges waits
+    here, up to `timeout_s` (its deadline), for the one under way in the same pool.
+    Nothing has moved while it waits."""
+    path = _lock_path("surge", f"{dashboard_url}#{pool}")
+    lock = filelock.FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        if on_wait:
+            on_wait(_holder(path))
+        try:
+            lock.acquire(timeout=max(timeout_s, 0.0))
+        except filelock.Timeout:
+            raise ServeApiError(
+                f"{service}: the rollout of {_holder(path)} in pool '{pool}' still holds its surge GPUs after "
+                f"{timeout_s:g}s (this rollout's deadline); nothing moved. Run `pulumi up` again once it is done."
+            ) from None
+    try:
+        path.with_suffix(".holder").write_text(f"{service} (pid {os.getpid()})")
+        yield
+    finally:
+        lock.release()
+
+
+def _lock_path(kind: str, key: str) -> Path:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"gpuserve-{kind}-{digest}.lock"
+
+
+def _holder(path: Path) -> str:
+    holder = path.with_suffix(".holder")
+    return holder.read_text().strip() if holder.exists() else "an unknown process"
 
 
 class ServeClient:

@@ -245,6 +245,7 @@ class ScalingSpec(_Frozen):
 class ServiceSpec(_Frozen):
     service: str = change(HEAVY)
     pool: str | None = change(INERT, None)  # the node pool it runs on (for policies and reports)
+    environment: str | None = change(INERT, None)  # gpuserve:environment, for the policy pack
     route_prefix: str = change(LIGHT)
     request_timeout_s: float = change(LIGHT, 30.0)
     # The splitter answers 413 above this body size.

@@ -20,6 +20,8 @@ from runtime.constants import DASHBOARD_PORT, HEALTH_PATH
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+from runtime.constants import ENVIRONMENT_LABEL  # noqa: E402
+
 POOL_LABEL = f"{RESERVED_LABEL_PREFIX}pool"
 GPU_TYPE_LABEL = f"{RESERVED_LABEL_PREFIX}gpu-type"
 AMI_TYPE = "AL2023_x86_64_NVIDIA"
@@ -252,8 +254,10 @@ def ray_cluster(config: AwsStack, pool: AwsNodePool, name: str, secret_name: str
     }
     if aws.ha:
         spec["gcsFaultToleranceOptions"] = {"redisAddress": aws.redis_address}
-    return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
-            "metadata": _meta(name, aws.namespace, {"app.kubernetes.io/part-of": "gpuserve"}),
+    labels = {"app.kubernetes.io/part-of": "gpuserve"}
+    if config.environment:
+        labels[ENVIRONMENT_LABEL] = config.environment  # the policy pack's prod checks read it
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": _meta(name, aws.namespace, labels),
             "spec": spec}
 
 

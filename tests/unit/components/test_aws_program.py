@@ -198,3 +198,11 @@ def test_the_eks_api_endpoint_is_public_only_to_the_declared_networks():
     aws.update(create_cluster=True, api_public_cidrs=["203.0.113.0/24"])
     vpc = one(registered("dev", aws=aws), "aws:eks/cluster:Cluster").inputs["vpcConfig"]
     assert vpc["endpointPublicAccess"] is True and vpc["publicAccessCidrs"] == ["203.0.113.0/24"]
+
+
+def test_the_stacks_environment_reaches_the_raycluster_and_every_rollout_for_the_policy_pack():
+    mocks = registered("prod")
+    cluster = one(mocks, "kubernetes:ray.io/v1:RayCluster")
+    assert cluster.inputs["metadata"]["labels"]["gpuserve.io/environment"] == "prod"
+    rollouts = [r for r in mocks.resources if r.typ.endswith("ModelRollout")]
+    assert rollouts and all(r.inputs["spec"]["environment"] == "prod" for r in rollouts)

@@ -274,3 +274,11 @@ def test_a_replica_bigger_than_one_worker_node_is_refused():
     document["services"][0]["ray_actor_options"] = {"num_gpus": 2}
     found = problems(document)
     assert [p for p in found if p[0] == "gpuserve:services[0].ray_actor_options.num_gpus"], found
+
+
+def test_services_that_each_fit_a_pool_but_not_together_are_refused():
+    document = copy.deepcopy(VALID)
+    document["services"] = [{"name": "llm", "pool": "gpu", "version": "v1", "num_replicas": 3},
+                            {"name": "clf", "pool": "gpu", "version": "v1", "num_replicas": 2}]
+    found = problems(document)
+    assert [p for p in found if p[0] == "gpuserve:node_pools[0]" and "(5: llm 3, clf 2)" in p[2]], found

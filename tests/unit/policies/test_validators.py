@@ -164,12 +164,74 @@ def test_an_undeclared_public_load_balancer_without_tls_fails_twice():
     assert v.lb_internal_unless_declared(lb("internet-facing", "true", tls=True)) == []
 
 
-def test_the_dashboard_never_sits_behind_a_public_load_balancer():
+def test_the_dashboard_is_never_exposed_by_a_load_balancer_whatever_its_annotations_say():
     ports = [{"port": 8265, "targetPort": 8265}]
-    assert v.dashboard_not_public_service(lb("internal", ports=ports)) == []
-    assert v.dashboard_not_public_service(lb("internet-facing", "true", True, ports)) == [
-        "the Ray dashboard (port 8265) must never sit behind a public load balancer; seen ports "
-        "[{'port': 8265, 'targetPort': 8265}]. Remove them; reach the dashboard through the internal endpoint."]
+    assert v.dashboard_not_public_service(lb("internal")) == []  # no dashboard port: fine
+    message = ("the Ray dashboard (port 8265) must never be exposed by a LoadBalancer Service; seen ports "
+               "[{'port': 8265, 'targetPort': 8265}]. Remove them; reach the dashboard through the Kubernetes "
+               "API (port-forward).")
+    assert v.dashboard_not_public_service(lb("internet-facing", "true", True, ports)) == [message]
+    assert v.dashboard_not_public_service(lb("internal", ports=ports)) == [message]
+
+
+# -- the bypasses found by trying (issue "Bad input and exposure") ---------------------------
+def test_bypass_a_load_balancer_without_a_scheme_annotation_exposing_the_dashboard_is_refused():
+    service = {"metadata": {"annotations": {}},
+               "spec": {"type": "LoadBalancer", "ports": [{"port": 8265, "targetPort": "dashboard"}]}}
+    assert v.dashboard_not_public_service(service)
+    # ... and without the annotation the load balancer is internet-facing, so undeclared:
+    assert v.lb_internal_unless_declared(service)[0].startswith(
+        "load balancers must be internal unless declared public; seen scheme internet-facing (no scheme annotation)")
+
+
+@pytest.mark.parametrize("head", [{"serviceType": "LoadBalancer"}, {"serviceType": "NodePort"},
+                                  {"serviceType": "ClusterIP", "headService": {"spec": {"type": "LoadBalancer"}}}])
+def test_bypass_a_raycluster_head_service_of_type_load_balancer_is_refused(head):
+    assert v.ray_head_not_exposed({"spec": {"headGroupSpec": head}})[0].startswith(
+        "a RayCluster's head Service must stay ClusterIP")
+    assert v.ray_head_not_exposed({"spec": {"headGroupSpec": {"serviceType": "ClusterIP"}}}) == []
+
+
+@pytest.mark.parametrize("props, where", [
+    ({"spec": {"containers": [{"env": [{"name": "HF_TOKEN", "value": "abc123"}]}]}},
+     "spec.containers[0].env[0].value (HF_TOKEN)"),
+    ({"spec": {"containers": [{"args": ["--api-key", "abc123"]}]}}, "spec.containers[0].args[1] (after --api-key)"),
+    ({"spec": {"containers": [{"args": ["--password=abc123"]}]}},
+     "spec.containers[0].args[0] (a secret on a command line)"),
+    ({"spec": {"redisAddress": "redis://:hunter2@redis.internal:6379"}}, "spec.redisAddress (credentials in a URL)"),
+    ({"spec": {"cache": "AKIAIOSFODNN7EXAMPLE"}}, "spec.cache (an AWS access key id)"),
+    ({"data": {"model_auth": "hf_" + "a" * 34}}, "data.model_auth (a Hugging Face token)"),
+])
+def test_bypass_plaintext_secrets_are_found_by_value_and_by_env_or_flag_name(props, where):
+    (message,) = v.secrets_are_secret("kubernetes:apps/v1:Deployment", props)
+    assert f"plaintext at {where}." in message
+
+
+def test_secrets_passed_as_pulumi_secrets_or_references_are_not_leaks():
+    props = {"spec": {"containers": [{"env": [{"name": "HF_TOKEN", "value": v.Secret("abc")},
+                                              {"name": "TOKEN_PATH", "value": "/var/run/t"},
+                                              {"name": "X", "valueFrom": {"secretKeyRef": {"name": "s"}}}],
+                                      "args": ["--token", v.Secret("abc"), "-serve-api=http://h:8265"]}]}}
+    assert v.secrets_are_secret("kubernetes:apps/v1:Deployment", props) == []
+
+
+def test_bypass_a_pool_of_zero_gpus_does_not_turn_the_surge_check_off():
+    assert v.rollout_surge_fits_capacity(fitted(0))[0].endswith(
+        "which declares 0 GPUs: a pool with no GPUs holds no replica. Declare the pool's GPUs.")
+
+
+def test_bypass_a_replica_larger_than_a_node_is_refused():
+    spec_ = fitted(8, version__num_gpus=2.0)
+    spec_["capacity"]["gpus_per_node"] = 1
+    assert v.rollout_surge_fits_capacity(spec_) == [
+        "a replica of llm needs 2 GPUs but a node of pool 'gpu' has 1: a replica runs on one node, so it would "
+        "never be placed. Lower ray_actor_options.num_gpus or use a pool with larger nodes."]
+
+
+def test_bypass_prod_comes_from_the_stacks_environment_whatever_its_name():
+    assert v.is_prod(DEV.replace(":dev::", ":eu-main::"), {}, {"spec": {"environment": "prod"}})
+    assert v.is_prod(DEV, {}, {"metadata": {"labels": {"gpuserve.io/environment": "prod"}}})
+    assert not v.is_prod(DEV, {}, {"spec": {"environment": "staging"}})
 
 
 def test_the_rollout_reaches_the_dashboard_only_internally():

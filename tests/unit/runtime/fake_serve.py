@@ -71,6 +71,7 @@ class FakeServe:
     def __init__(self, start_polls: int = 0, broken_versions: tuple[str, ...] = (),
                  crash_at_put: int | None = None):
         self.start_polls = start_polls
+        self.dashboard_url = f"http://fake-serve-{id(self)}:8265"  # its own locks
         self.broken_versions = set(broken_versions)
         self.crash_at_put = crash_at_put  # 1-based count of attempted PUTs
         self.configs: dict[str, dict] = {}

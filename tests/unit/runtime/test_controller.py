@@ -578,3 +578,27 @@ def test_an_unexpected_error_at_any_step_puts_all_traffic_back_on_the_primary_fi
     # A finished rollout has no primary but the new one; anything else is rolled back.
     assert_serves_only(serve, "v2" if kind == "finish" else "v1")
     assert_capacity_safe(serve.puts)
+
+
+def test_a_surging_rollout_holds_its_pools_surge_lease_so_another_services_waits(tmp_path, monkeypatch):
+    from runtime import serve_api
+    from runtime.errors import ServeApiError
+
+    monkeypatch.setattr(serve_api.tempfile, "gettempdir", lambda: str(tmp_path))
+    serve = serving("v1")
+    seen = []
+
+    class Neighbour(FakeProber):
+        def evaluate(self, gates, baseline_p95_ms=None):
+            # Mid-bake, another service of the same pool tries to start its own surge.
+            try:
+                with serve_api.surge_lease(serve.dashboard_url, "default", "other", timeout_s=0):
+                    seen.append("acquired")
+            except ServeApiError as exc:
+                seen.append(str(exc))
+            return super().evaluate(gates, baseline_p95_ms)
+
+    converge(serve, spec("v2"), prober=Neighbour())
+    assert seen and all(s.startswith("other: the rollout of llm (pid") for s in seen), seen
+    with serve_api.surge_lease(serve.dashboard_url, "default", "other", timeout_s=0):
+        pass  # released when the rollout ended

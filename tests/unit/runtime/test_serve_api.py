@@ -11,7 +11,7 @@ import pytest
 
 from runtime import serve_api
 from runtime.errors import ServeApiError
-from runtime.serve_api import ServeClient, cluster_lock
+from runtime.serve_api import ServeClient, cluster_lock, surge_lease
 
 EMPTY = {"controller_info": {}, "applications": {}}
 
@@ -49,7 +49,7 @@ def test_a_lock_held_too_long_names_its_holder_instead_of_waiting_forever(tmp_pa
     monkeypatch.setattr(serve_api.tempfile, "gettempdir", lambda: str(tmp_path))
     with cluster_lock("http://dash:8265"):
         (holder,) = tmp_path.glob("*.holder")
-        assert holder.read_text() == str(os.getpid())
+        assert holder.read_text() == f"pid {os.getpid()}"
         (path,) = tmp_path.glob("*.lock")
         # Another process's attempt: filelock is per-instance reentrant, so use a new one.
         other = filelock.FileLock(path, is_singleton=False)
@@ -59,3 +59,17 @@ def test_a_lock_held_too_long_names_its_holder_instead_of_waiting_forever(tmp_pa
         with filelock.FileLock(path, is_singleton=False):
             with cluster_lock("http://dash:8265", timeout_s=0.1):
                 pass
+
+
+def test_a_second_surging_rollout_in_a_pool_waits_for_the_first_and_says_for_whom(tmp_path, monkeypatch):
+    monkeypatch.setattr(serve_api.tempfile, "gettempdir", lambda: str(tmp_path))
+    waited = []
+    with surge_lease("http://dash:8265", "gpu", "llm", timeout_s=1):
+        with pytest.raises(ServeApiError, match=r"clf: the rollout of llm \(pid \d+\) in pool 'gpu' still holds"):
+            with surge_lease("http://dash:8265", "gpu", "clf", timeout_s=0.1, on_wait=waited.append):
+                pass
+        with surge_lease("http://dash:8265", "other-pool", "clf", timeout_s=0.1):
+            pass  # another pool's surge is not this one's business
+    assert waited == [f"llm (pid {os.getpid()})"]
+    with surge_lease("http://dash:8265", "gpu", "clf", timeout_s=0.1):
+        pass  # free again once the first rollout ended
