@@ -30,13 +30,14 @@ PULUMI := $(CURDIR)/.tools/supervised/bin/pulumi
 PACK ?= policies
 POLICY_FLAGS := $(if $(PACK),--policy-pack $(PACK)/run-pack,)
 
-.PHONY: help setup venv pulumi-cli crds splitter supervisor prometheus stack check-config up down preview refresh recover test test-fast bench clean constraints
+.PHONY: help setup venv pulumi-cli crds splitter supervisor prometheus stack new-stack check-config up down preview refresh recover test test-fast bench clean constraints
 
 help:
 	@echo "make up        set everything up and run 'pulumi up' on the local stack"
 	@echo "make test      run every test (unit + integration with the real CLI and Ray)"
 	@echo "make test-fast unit tests only (no Ray, no CLI)"
 	@echo "make preview   pulumi preview of STACK (default: local)"
+	@echo "make new-stack NAME=x [FROM=local]  a new stack from another's config, with its own passphrase"
 	@echo "make down      pulumi destroy of STACK; stops the local Ray head"
 	@echo "make recover   clear what a killed 'pulumi up' leaves in state, then refresh"
 	@echo "make bench     rollout safety and GPU cost vs Ray Serve's own update; router overhead;"
@@ -78,7 +79,14 @@ prometheus:
 
 stack: setup
 	@mkdir -p $(STATE)/backend $(PULUMI_HOME)
+	@$(PY) -m components.stacks check-passphrase stacks/Pulumi.$(STACK).yaml
 	@$(PULUMI) stack select $(STACK) 2>/dev/null || $(PULUMI) stack init $(STACK)
+
+# A new stack from another's config (default: local), with its own salt: make new-stack NAME=dev-eu
+new-stack: venv
+	@test -n "$(NAME)" || { echo "usage: make new-stack NAME=<stack> [FROM=local]" >&2; exit 2; }
+	@$(PY) -m components.stacks new $(NAME) --from $(or $(FROM),local)
+	@$(MAKE) --no-print-directory stack STACK=$(NAME)
 
 check-config: venv
 	@$(PY) -m components.config stacks/Pulumi.$(STACK).yaml

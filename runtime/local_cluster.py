@@ -70,9 +70,8 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
     # Unix socket paths must stay under ~107 bytes, so Ray's temp dir is short.
     temp_dir = ray_temp_dir(spec.gcs_port)
     p = spec.internal_ports_start
-    ray = str(Path(sys.executable).with_name("ray"))
     command = [
-        ray, "start", "--head", "--block", "--disable-usage-stats",
+        *ray_start_command(), "start", "--head", "--block", "--disable-usage-stats",
         "--node-ip-address=127.0.0.1",
         f"--port={spec.gcs_port}",
         "--dashboard-host=127.0.0.1",
@@ -97,6 +96,10 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(token_path),
         RAY_USAGE_STATS_ENABLED="0",
+        # The dashboard's and the autoscaler monitor's own metrics pages: Ray's fixed
+        # defaults (44227, 44217) collide between two clusters on one machine.
+        DASHBOARD_METRIC_PORT=str(p + 7),
+        AUTOSCALER_METRIC_PORT=str(p + 8),
         **({"RAY_metrics_report_interval_ms": str(spec.metrics_report_interval_ms)}
            if spec.metrics_report_interval_ms else {}),
         # Workers import the project's shipped modules (traffic/, the 0.1 runtime.app).
@@ -127,6 +130,11 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         f"Ray head '{spec.name}' did not answer on {spec.dashboard_url} within "
         f"{ready_timeout_s:.0f}s; see {log_path}"
     )
+
+
+def ray_start_command() -> list[str]:
+    """`ray start` with the node address kept on loopback (runtime/ray_start.py)."""
+    return [sys.executable, "-m", "runtime.ray_start"]
 
 
 def metrics_port(internal_ports_start: int) -> int:

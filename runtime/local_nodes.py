@@ -28,7 +28,7 @@ import psutil
 from runtime.constants import LOCAL_NODE_PORTS, LOCAL_NODE_PORTS_START, PROJECT_DIR
 from runtime.environment import child_environment
 from runtime.errors import LocalClusterError
-from runtime.local_cluster import LocalClusterHandle, alive, stop
+from runtime.local_cluster import LocalClusterHandle, alive, ray_start_command, stop
 
 PORTS_PER_NODE = LOCAL_NODE_PORTS
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # replicas pass little through the object store
@@ -66,9 +66,8 @@ def pool_resource(pool: str) -> str:
 def command(spec: WorkerSpec) -> list[str]:
     """The node's `ray start`. Pure."""
     p = spec.ports_start
-    ray = str(Path(sys.executable).with_name("ray"))
     return [
-        ray, "start", f"--address=127.0.0.1:{spec.gcs_port}", "--block", "--disable-usage-stats",
+        *ray_start_command(), "start", f"--address=127.0.0.1:{spec.gcs_port}", "--block", "--disable-usage-stats",
         "--node-ip-address=127.0.0.1",
         f"--node-name={spec.node_name}",
         f"--num-gpus={spec.gpus}",

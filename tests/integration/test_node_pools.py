@@ -91,3 +91,21 @@ def test_a_shrink_drains_the_leaving_node_while_traffic_flows(stack):
     assert stack.ray_head()["pid"] == head["pid"]
     assert load.sent > 0 and load.failed == 0, load.errors
     assert stack.preview().changes == {}
+
+
+def test_no_ray_listener_is_on_the_machines_outward_address(stack):
+    """Ray's CLI would put the client server, agents and the node address on the host's
+    address (runtime/ray_start.py keeps them on loopback); what Ray binds on every
+    interface (GCS, raylets, workers' gRPC) is in the README, behind the cluster token."""
+    import psutil
+
+    from runtime.local_cluster import session_pids
+
+    sessions = [int(stack.ray_head()["sid"])] + [int(n["sid"]) for n in
+                                                  stack.resource_outputs("LocalRayWorkers")["nodes"]]
+    pids = {pid for sid in sessions for pid in session_pids(sid)}
+    listening = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert listening
+    outward = [(psutil.Process(c.pid).name(), c.laddr) for c in listening
+               if c.laddr.ip not in ("127.0.0.1", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1")]
+    assert outward == []

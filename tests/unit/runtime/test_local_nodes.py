@@ -10,7 +10,7 @@ SPEC = WorkerSpec(pool="gpu", slot=2, gpus=2, num_cpus=2, gcs_port=18379, intern
 
 def test_a_node_joins_the_head_on_loopback_with_its_gpus_and_the_pools_label_resource():
     argv = command(SPEC)
-    assert argv[1:4] == ["start", "--address=127.0.0.1:18379", "--block"]
+    assert argv[1:6] == ["-m", "runtime.ray_start", "start", "--address=127.0.0.1:18379", "--block"]
     assert {"--node-ip-address=127.0.0.1", "--node-name=gpu-2", "--num-gpus=2",
             '--resources={"pool:gpu": 2}'} <= set(argv)
 
