@@ -139,6 +139,10 @@ class ServiceConfig(Strict):
     retry_budget_percent: float = Field(20.0, ge=0.0, le=100.0)
     retry_methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]] = []
     user_config: dict[str, Any] | None = None
+    # A JSON Schema the app's user_config must satisfy. user_config changes are applied to
+    # the serving replicas in place (Serve calls reconfigure(), no canary), so a value the
+    # app would refuse must be refused here, before anything moves.
+    user_config_schema: dict[str, Any] | None = None
     rollout: RolloutStrategy = RolloutStrategy()
 
     @field_validator("working_dir")
@@ -448,6 +452,7 @@ def _cross_checks(config: LocalStack | AwsStack, stack: str) -> list[tuple[str, 
                 f"replicas x ray_actor_options.num_gpus ({steady:g}) <= GPUs of pool "
                 f"'{pool.name}' ({pool.total_gpus:g})",
             ))
+        problems += _user_config_problems(service, where)
         code = service.code_path()
         if service.code_dir is not None and not code.is_dir():
             problems.append((f"{where}.code_dir", service.code_dir, "an existing directory (relative to the project)"))
@@ -498,6 +503,26 @@ def _cross_checks(config: LocalStack | AwsStack, stack: str) -> list[tuple[str, 
                     f"a port not used by {seen.get(port, f'internal_ports_start..+{len(internal)}')}",
                 ))
             seen[port] = name
+    return problems
+
+
+def _user_config_problems(service: ServiceConfig, where: str) -> list[tuple[str, Any, str]]:
+    """user_config against the service's user_config_schema: every violation, by path."""
+    if service.user_config_schema is None:
+        return []
+    import jsonschema
+
+    try:
+        validator_class = jsonschema.validators.validator_for(service.user_config_schema)
+        validator_class.check_schema(service.user_config_schema)
+    except jsonschema.SchemaError as exc:
+        return [(f"{where}.user_config_schema", exc.instance, f"a valid JSON Schema ({exc.message})")]
+    validator = validator_class(service.user_config_schema)
+    problems = []
+    for error in sorted(validator.iter_errors(service.user_config or {}), key=lambda e: list(e.absolute_path)):
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        problems.append((f"{where}.user_config{path}", error.instance,
+                         f"{error.message.removeprefix(repr(error.instance) + ' ')} (user_config_schema)"))
     return problems
 
 

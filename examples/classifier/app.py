@@ -46,8 +46,16 @@ class Classifier:
         self.temperature = 1.0
 
     def reconfigure(self, user_config: dict) -> None:
-        # user_config is lightweight: Serve calls this in place, with no restart.
-        self.temperature = float(user_config.get("temperature", 1.0))
+        # user_config is lightweight: Serve calls this in place, with no restart. A value
+        # this refuses is refused first by the stack's user_config_schema, before anything
+        # moves; this check is for configs applied some other way.
+        unknown = set(user_config) - {"temperature"}
+        if unknown:
+            raise ValueError(f"user_config: unknown keys {sorted(unknown)}; this app takes temperature")
+        temperature = user_config.get("temperature", 1.0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature <= 100:
+            raise ValueError(f"user_config.temperature must be a number in (0, 100]; got {temperature!r}")
+        self.temperature = float(temperature)
 
     async def __call__(self, request: Request) -> JSONResponse:
         if self.extra_latency_s:

@@ -48,7 +48,10 @@ class Api:
         self.greeting = "hello"
 
     def reconfigure(self, user_config: dict) -> None:
-        self.greeting = str(user_config.get("greeting", self.greeting))
+        greeting = user_config.get("greeting", self.greeting)
+        if not isinstance(greeting, str) or not 0 < len(greeting) <= 200:
+            raise ValueError(f"user_config.greeting must be text of 1 to 200 characters; got {greeting!r}")
+        self.greeting = greeting
 
     @api.get("/healthz")
     def healthz(self) -> dict:

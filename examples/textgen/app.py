@@ -36,7 +36,11 @@ class TextGen:
         self.token_delay_s = 0.05
 
     def reconfigure(self, user_config: dict) -> None:
-        self.token_delay_s = float(user_config.get("token_delay_s", self.token_delay_s))
+        # Refused first by the stack's user_config_schema, before anything moves.
+        delay = user_config.get("token_delay_s", self.token_delay_s)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 10:
+            raise ValueError(f"user_config.token_delay_s must be a number of seconds in [0, 10]; got {delay!r}")
+        self.token_delay_s = float(delay)
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path.removeprefix(request.scope.get("root_path", "")) or "/"

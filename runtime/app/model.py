@@ -44,7 +44,10 @@ class Model:
 
     def reconfigure(self, user_config: dict) -> None:
         # user_config is lightweight: Serve calls this in place, with no restart.
-        self.temperature = float(user_config.get("temperature", 1.0))
+        temperature = user_config.get("temperature", 1.0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"user_config.temperature must be a number > 0; got {temperature!r}")
+        self.temperature = float(temperature)
 
     async def predict(self, features: list[float]) -> dict:
         if self.error_rate and random.random() < self.error_rate:

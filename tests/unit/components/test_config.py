@@ -282,3 +282,30 @@ def test_services_that_each_fit_a_pool_but_not_together_are_refused():
                             {"name": "clf", "pool": "gpu", "version": "v1", "num_replicas": 2}]
     found = problems(document)
     assert [p for p in found if p[0] == "gpuserve:node_pools[0]" and "(5: llm 3, clf 2)" in p[2]], found
+
+
+def test_a_user_config_the_apps_schema_refuses_is_refused_before_anything_moves_with_every_path():
+    document = copy.deepcopy(VALID)
+    document["services"][0].update(
+        user_config={"temperature": -1, "colour": "red"},
+        user_config_schema={"type": "object", "additionalProperties": False,
+                            "properties": {"temperature": {"type": "number", "exclusiveMinimum": 0}}})
+    found = {p[0]: p[2] for p in problems(document)}
+    assert "less than or equal to the minimum of 0" in found["gpuserve:services[0].user_config.temperature"]
+    assert "'colour' was unexpected" in found["gpuserve:services[0].user_config"]
+
+
+def test_a_user_config_schema_that_is_no_json_schema_is_refused():
+    found = problems(with_change("services[0].user_config_schema", {"type": "no-such-type"}))
+    assert [p for p in found if p[0] == "gpuserve:services[0].user_config_schema" and "a valid JSON Schema" in p[2]]
+
+
+@pytest.mark.parametrize("stack_file", ["Pulumi.local.yaml", "Pulumi.textgen.yaml"])
+def test_the_shipped_stacks_schemas_refuse_a_negative_setting(stack_file):
+    values = yaml.safe_load((STACKS / stack_file).read_text())["config"]
+    document = {k.split(":", 1)[1]: v for k, v in values.items() if k.startswith("gpuserve:")}
+    service = document["services"][0]
+    key = next(iter(service["user_config"]))
+    service["user_config"] = {key: -1}
+    found = problems(document, stack_file.split(".")[1])
+    assert [p for p in found if p[0] == f"gpuserve:services[0].user_config.{key}"], found
