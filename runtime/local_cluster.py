@@ -22,6 +22,7 @@ import psutil
 from runtime.errors import LocalClusterError
 from runtime.constants import PROJECT_DIR
 from runtime.environment import child_environment
+from runtime.ray_start import LOOPBACK_ENV
 
 
 
@@ -96,6 +97,7 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(token_path),
         RAY_USAGE_STATS_ENABLED="0",
+        **LOOPBACK_ENV,
         # The dashboard's and the autoscaler monitor's own metrics pages: Ray's fixed
         # defaults (44227, 44217) collide between two clusters on one machine.
         DASHBOARD_METRIC_PORT=str(p + 7),
@@ -119,8 +121,8 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         if process.poll() is not None:
             stop(handle)
             raise LocalClusterError(
-                f"Ray head '{spec.name}' exited with code {process.returncode} while starting; "
-                f"see {log_path} (a port in use? change gpuserve:local ports)"
+                f"Ray head '{spec.name}' exited with code {process.returncode} while starting: "
+                f"{last_words(log_path)} (see {log_path}; a port in use? change gpuserve:local ports)"
             )
         if dashboard_ready(handle):
             return handle
@@ -130,6 +132,16 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         f"Ray head '{spec.name}' did not answer on {spec.dashboard_url} within "
         f"{ready_timeout_s:.0f}s; see {log_path}"
     )
+
+
+def last_words(log_path: Path, limit: int = 400) -> str:
+    """What a `ray start` that died said last: its error lines, else its last line."""
+    try:
+        lines = [line.strip() for line in log_path.read_text(errors="replace")[-8000:].splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    errors = [line for line in lines if any(w in line for w in ("Error", "error", "Exception", "abort", "Failed"))]
+    return (" | ".join(errors[-2:]) or (lines[-1] if lines else "empty log"))[-limit:]
 
 
 def ray_start_command() -> list[str]:

@@ -28,7 +28,8 @@ import psutil
 from runtime.constants import LOCAL_NODE_PORTS, LOCAL_NODE_PORTS_START, PROJECT_DIR
 from runtime.environment import child_environment
 from runtime.errors import LocalClusterError
-from runtime.local_cluster import LocalClusterHandle, alive, ray_start_command, stop
+from runtime.local_cluster import LocalClusterHandle, alive, last_words, ray_start_command, stop
+from runtime.ray_start import LOOPBACK_ENV
 
 PORTS_PER_NODE = LOCAL_NODE_PORTS
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # replicas pass little through the object store
@@ -91,6 +92,7 @@ def _environment(spec: WorkerSpec) -> dict[str, str]:
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=spec.token_path,
         RAY_USAGE_STATS_ENABLED="0",
+        **LOOPBACK_ENV,
         **({"RAY_metrics_report_interval_ms": str(spec.metrics_report_interval_ms)}
            if spec.metrics_report_interval_ms else {}),
         PYTHONPATH=str(PROJECT_DIR),
@@ -113,7 +115,7 @@ def start(spec: WorkerSpec, dashboard_url: str, ready_timeout_s: float = 90.0) -
             stop_node(handle)
             raise LocalClusterError(
                 f"Ray worker node '{spec.node_name}' exited with code {process.returncode} while joining "
-                f"127.0.0.1:{spec.gcs_port}; see {log_path} (a port in use? its ports are "
+                f"127.0.0.1:{spec.gcs_port}: {last_words(log_path)} (see {log_path}; its ports are "
                 f"{spec.ports_start}-{spec.ports_start + PORTS_PER_NODE - 1})")
         node = _nodes(dashboard_url, spec.token_path).get(spec.node_name)
         if node and node.get("state") == "ALIVE":
@@ -183,7 +185,7 @@ def drain(handle: dict, spec_gcs_port: int, token_path: str, dashboard_url: str,
     """Mark the node draining, wait until no GPU actor is left on it, then stop it."""
     ray = str(Path(sys.executable).with_name("ray"))
     env = child_environment(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token_path,
-                            RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(PROJECT_DIR))
+                            RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(PROJECT_DIR), **LOOPBACK_ENV)
     if handle.get("node_id") and node_alive(handle):
         result = subprocess.run(
             [ray, "drain-node", f"--address=127.0.0.1:{spec_gcs_port}", f"--node-id={handle['node_id']}",

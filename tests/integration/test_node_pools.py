@@ -93,10 +93,12 @@ def test_a_shrink_drains_the_leaving_node_while_traffic_flows(stack):
     assert stack.preview().changes == {}
 
 
-def test_no_ray_listener_is_on_the_machines_outward_address(stack):
-    """Ray's CLI would put the client server, agents and the node address on the host's
-    address (runtime/ray_start.py keeps them on loopback); what Ray binds on every
-    interface (GCS, raylets, workers' gRPC) is in the README, behind the cluster token."""
+def test_every_listener_of_the_cluster_is_on_loopback(stack):
+    """Ray would put the node address, and with it the GCS, raylets, agents, the client
+    server and every worker's gRPC server, on the machine's outward address or on every
+    interface; runtime/ray_start.py keeps them on 127.0.0.1. One exception, hard-coded in
+    Ray Serve 2.60 (replica.py binds "[::]:0"): each replica's inter-deployment gRPC
+    server, which Ray guards with the cluster token (README, "What listens where")."""
     import psutil
 
     from runtime.local_cluster import session_pids
@@ -106,6 +108,8 @@ def test_no_ray_listener_is_on_the_machines_outward_address(stack):
     pids = {pid for sid in sessions for pid in session_pids(sid)}
     listening = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.pid in pids]
     assert listening
-    outward = [(psutil.Process(c.pid).name(), c.laddr) for c in listening
-               if c.laddr.ip not in ("127.0.0.1", "::1", "0.0.0.0", "::", "::ffff:127.0.0.1")]
-    assert outward == []
+    exposed = [(psutil.Process(c.pid).name(), c.laddr) for c in listening
+               if c.laddr.ip not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+    replicas_grpc = [(name, addr) for name, addr in exposed if name.startswith("ray::ServeReplica") and addr.ip == "::"]
+    assert [e for e in exposed if e not in replicas_grpc] == []
+    assert len(replicas_grpc) <= len([c for c in listening if psutil.Process(c.pid).name().startswith("ray::ServeRep")])

@@ -34,3 +34,12 @@ def test_a_shrink_that_would_strand_replicas_says_what_to_do():
     refusal = shrink_refusal([node("gpu-2", "c")], kept_gpus=2, used={"a": 1, "b": 1, "c": 1})
     assert refusal.startswith("replicas on gpu-2 hold 1 GPUs and the nodes that stay have 0 free")
     assert "lower the services' num_replicas" in refusal
+
+
+def test_a_node_that_died_is_reported_by_its_own_last_error_lines(tmp_path):
+    from runtime.local_cluster import last_words
+
+    log = tmp_path / "ray-gpu-0.log"
+    log.write_text("INFO starting\nERROR scripts.py -- Failed to connect to GCS at 127.0.0.1:1 within 60 s\nINFO bye\n")
+    assert last_words(log) == "ERROR scripts.py -- Failed to connect to GCS at 127.0.0.1:1 within 60 s"
+    assert last_words(tmp_path / "missing.log") == "no log"
