@@ -9,7 +9,10 @@ package main
 // A retry budget keeps a failing canary from doubling the primary's load: over the last
 // ten seconds, retries may add at most `retry_budget_percent` of the service's requests
 // (plus a few, so the first failures of a window are covered). Past it, errors pass
-// through. A pinned request is never retried elsewhere.
+// through. A pinned request is never retried elsewhere. Requests still waiting for
+// headers count too, however long ago they started (as Envoy's retry budgets count
+// active requests): when hung canary replicas stall every client for a whole window,
+// the window itself holds no request, yet each stalled one deserves its retry.
 
 import (
 	"bytes"
@@ -36,6 +39,7 @@ type fallback struct {
 func (f *fallback) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex := req.Context().Value(ctxKey{}).(*exchange)
 	f.budget.request(ex.route.Service)
+	defer f.budget.finished(ex.route.Service)
 	resp, err := f.attempt(req, ex)
 	if !f.retryable(req, ex, resp, err) {
 		return resp, err
@@ -142,6 +146,7 @@ func (c *cancelOnClose) Close() error {
 type budgets struct {
 	mu      sync.Mutex
 	windows map[string]*window
+	active  map[string]int // requests waiting for response headers now
 }
 
 type window struct {
@@ -150,7 +155,7 @@ type window struct {
 	retries  [budgetWindow]int
 }
 
-func newBudgets() *budgets { return &budgets{windows: map[string]*window{}} }
+func newBudgets() *budgets { return &budgets{windows: map[string]*window{}, active: map[string]int{}} }
 
 func (b *budgets) slot(service string) (*window, int) {
 	w := b.windows[service]
@@ -171,6 +176,14 @@ func (b *budgets) request(service string) {
 	defer b.mu.Unlock()
 	w, i := b.slot(service)
 	w.requests[i]++
+	b.active[service]++
+}
+
+// finished: the request got its headers (or gave up); it no longer counts as active.
+func (b *budgets) finished(service string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.active[service]--
 }
 
 // allow takes one retry from the budget if there is one left.
@@ -185,6 +198,9 @@ func (b *budgets) allow(service string, percent float64) bool {
 			requests += w.requests[j]
 			retries += w.retries[j]
 		}
+	}
+	if active := b.active[service]; active > requests {
+		requests = active
 	}
 	if float64(retries) >= float64(budgetFloor)+percent/100*float64(requests) {
 		return false

@@ -241,3 +241,33 @@ func TestARetryBudgetOfZeroTurnsTheFallbackOff(t *testing.T) {
 		t.Fatalf("got %d from %q", status, version)
 	}
 }
+
+// Hung canary replicas can stall every client for a whole budget window: the window then
+// holds no request, yet each stalled request still gets its retry (active ones count).
+func TestRetryBudgetCountsRequestsStillWaitingWhenTheWindowIsEmpty(t *testing.T) {
+	b := newBudgets()
+	for i := 0; i < 8; i++ {
+		b.request("svc")
+	}
+	// Age the window: every slot's second moves past the window, as after a 10 s stall.
+	w := b.windows["svc"]
+	for i := range w.second {
+		w.second[i] -= budgetWindow + 1
+	}
+	allowed := 0
+	for i := 0; i < 8; i++ {
+		if b.allow("svc", 20) {
+			allowed++
+		}
+	}
+	// 3 always, plus 20% of the 8 still waiting: 4.6, so 5 retries.
+	if allowed != 5 {
+		t.Fatalf("stalled requests got %d retries, want 5", allowed)
+	}
+	for i := 0; i < 8; i++ {
+		b.finished("svc")
+	}
+	if b.active["svc"] != 0 {
+		t.Fatalf("active requests left: %d", b.active["svc"])
+	}
+}
