@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import httpx
 import psutil
@@ -23,6 +24,8 @@ from runtime.errors import LocalClusterError
 from runtime.constants import PROJECT_DIR
 from runtime.environment import child_environment
 from runtime.ray_start import LOOPBACK_ENV
+
+T = TypeVar("T")
 
 
 
@@ -116,22 +119,29 @@ def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalCluster
         pid=process.pid, sid=process.pid, started_at=time.time(), create_time=psutil.Process(process.pid).create_time(),
         dashboard_url=spec.dashboard_url, token_path=str(token_path), log_path=str(log_path),
     )
-    deadline = time.monotonic() + ready_timeout_s
+    return wait_started(
+        process, lambda: handle if dashboard_ready(handle) else None, ready_timeout_s, lambda: stop(handle),
+        died=lambda code: (f"Ray head '{spec.name}' exited with code {code} while starting: {last_words(log_path)} "
+                           f"(see {log_path}; a port in use? change gpuserve:local ports)"),
+        late=f"Ray head '{spec.name}' did not answer on {spec.dashboard_url} within {ready_timeout_s:.0f}s; "
+             f"see {log_path}")
+
+
+def wait_started(process: subprocess.Popen, ready: Callable[[], T | None], timeout_s: float,
+                 compensate: Callable[[], object], died: Callable[[int], str], late: str) -> T:
+    """Poll `ready` until it returns something. If the process exits first, or the time
+    runs out, `compensate` (stop what was started) and raise with `died(code)` or `late`."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            stop(handle)
-            raise LocalClusterError(
-                f"Ray head '{spec.name}' exited with code {process.returncode} while starting: "
-                f"{last_words(log_path)} (see {log_path}; a port in use? change gpuserve:local ports)"
-            )
-        if dashboard_ready(handle):
-            return handle
+            compensate()
+            raise LocalClusterError(died(process.returncode))
+        result = ready()
+        if result is not None:
+            return result
         time.sleep(0.5)
-    stop(handle)
-    raise LocalClusterError(
-        f"Ray head '{spec.name}' did not answer on {spec.dashboard_url} within "
-        f"{ready_timeout_s:.0f}s; see {log_path}"
-    )
+    compensate()
+    raise LocalClusterError(late)
 
 
 def last_words(log_path: Path, limit: int = 400) -> str:

@@ -28,7 +28,7 @@ import psutil
 from runtime.constants import LOCAL_NODE_PORTS, LOCAL_NODE_PORTS_START, PROJECT_DIR
 from runtime.environment import child_environment
 from runtime.errors import LocalClusterError
-from runtime.local_cluster import LocalClusterHandle, alive, last_words, ray_start_command, stop
+from runtime.local_cluster import LocalClusterHandle, alive, last_words, ray_start_command, stop, wait_started
 from runtime.ray_start import LOOPBACK_ENV
 
 PORTS_PER_NODE = LOCAL_NODE_PORTS
@@ -109,21 +109,18 @@ def start(spec: WorkerSpec, dashboard_url: str, ready_timeout_s: float = 90.0) -
                                    env=_environment(spec), cwd=PROJECT_DIR, start_new_session=True)
     handle = {"slot": spec.slot, "node_name": spec.node_name, "pid": process.pid, "sid": process.pid,
               "create_time": psutil.Process(process.pid).create_time(), "log_path": str(log_path)}
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            stop_node(handle)
-            raise LocalClusterError(
-                f"Ray worker node '{spec.node_name}' exited with code {process.returncode} while joining "
-                f"127.0.0.1:{spec.gcs_port}: {last_words(log_path)} (see {log_path}; its ports are "
-                f"{spec.ports_start}-{spec.ports_start + PORTS_PER_NODE - 1})")
+
+    def joined() -> dict | None:
         node = _nodes(dashboard_url, spec.token_path).get(spec.node_name)
-        if node and node.get("state") == "ALIVE":
-            return {**handle, "node_id": node["node_id"]}
-        time.sleep(0.5)
-    stop_node(handle)
-    raise LocalClusterError(f"Ray worker node '{spec.node_name}' did not join the cluster within "
-                            f"{ready_timeout_s:.0f}s; see {log_path}")
+        return {**handle, "node_id": node["node_id"]} if node and node.get("state") == "ALIVE" else None
+
+    return wait_started(
+        process, joined, ready_timeout_s, lambda: stop_node(handle),
+        died=lambda code: (f"Ray worker node '{spec.node_name}' exited with code {code} while joining "
+                           f"127.0.0.1:{spec.gcs_port}: {last_words(log_path)} (see {log_path}; its ports are "
+                           f"{spec.ports_start}-{spec.ports_start + PORTS_PER_NODE - 1})"),
+        late=f"Ray worker node '{spec.node_name}' did not join the cluster within {ready_timeout_s:.0f}s; "
+             f"see {log_path}")
 
 
 def node_alive(handle: dict) -> bool:

@@ -216,7 +216,7 @@ def aws_document(name: str = "prod") -> dict:
                      id="an address with an octet over 255 is refused"),
         pytest.param(lambda d: d["aws"].update(api_public_cidrs=["10.0.0.1/8"]),
                      "gpuserve:aws.api_public_cidrs", "has host bits set", id="a CIDR with host bits is refused"),
-        pytest.param(lambda d: d["aws"].update(api_public_cidrs=["0.0.0.0/0"]),
+        pytest.param(lambda d: d["aws"].update(api_public_cidrs=["::/0"]),
                      "gpuserve:aws.api_public_cidrs", "the whole internet",
                      id="an API endpoint open to the internet is refused"),
         pytest.param(lambda d: d["aws"].update(redis_address="redis.internal:99999"),

@@ -28,3 +28,28 @@ def test_a_head_whose_dashboard_does_not_answer_is_still_alive_and_a_recycled_pi
         process.kill()
         process.wait()
     assert not local_cluster.alive(handle(process, started))
+
+
+def test_a_start_that_dies_or_never_gets_ready_is_compensated_and_says_why():
+    import subprocess
+    import sys
+
+    import pytest
+
+    from runtime.errors import LocalClusterError
+    from runtime.local_cluster import wait_started
+
+    stopped = []
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(LocalClusterError, match="exited with 3"):
+        wait_started(dead, lambda: None, 5, lambda: stopped.append("dead"), died=lambda c: f"exited with {c}", late="late")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with pytest.raises(LocalClusterError, match="never ready"):
+            wait_started(alive, lambda: None, 0.6, lambda: stopped.append("late"), died=str, late="never ready")
+        assert wait_started(alive, lambda: "up", 5, lambda: stopped.append("no"), died=str, late="") == "up"
+    finally:
+        alive.kill()
+        alive.wait()
+    assert stopped == ["dead", "late"]
