@@ -236,11 +236,18 @@ def test_losing_one_splitter_instance_under_load_fails_at_most_the_requests_in_f
     clients = 4
     with Load(stack.endpoint("classifier"), clients=clients) as load:
         time.sleep(2)
+        kill_time = time.time()
         os.kill(instances[0].pid, signal.SIGKILL)
         killed_at = load.sent
         time.sleep(4)
     assert load.sent > killed_at + 20, "the survivor must keep serving"
-    assert load.failed <= clients, (load.failed, load.errors[:5])
+    # What a SIGKILL costs: each client's request in flight on the dead instance, plus at most
+    # one more per client whose reconnect landed in the dead listener's accept queue while the
+    # kernel was closing its sockets (seen once in CI: 5 failures for 4 clients, all within 6 ms).
+    # Nothing after that moment may fail.
+    late = [(at - kill_time, text) for at, text in load.errors if at - kill_time > 1.0]
+    assert not late, late[:5]
+    assert load.failed <= 2 * clients, (load.failed, load.errors[:5])
     # The next `up` sees the dead instance and starts a new one beside the survivor.
     result = stack.up()
     assert "are not running: they will be restarted" in result.log
