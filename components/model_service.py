@@ -111,6 +111,7 @@ class ModelService(pulumi.ComponentResource):
             token_path=args.runtime.token_path,
             token=args.runtime.token,
             cluster_id=args.runtime.cluster_id,
+            kubeconfig=args.runtime.kubeconfig,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.load_balancer]),
         )
         self.rollout = rollout

@@ -81,11 +81,11 @@ def build_aws(config: AwsStack, stack: str) -> None:
         pool = GpuNodePool(pool_config.name, EksPoolArgs(pool_config, config.aws, cluster.name,
                                                          aws_provider, k8s_provider))
         runtime = ServingRuntime(f"{pool_config.name}-serve",
-                                 KubeRayRuntimeArgs(config, pool_config, pool, k8s_provider))
+                                 KubeRayRuntimeArgs(config, pool_config, pool, k8s_provider, cluster.kubeconfig))
         lb = InferenceLoadBalancer(f"{pool_config.name}-lb",
                                    InferenceLoadBalancerArgs(runtime, config.aws, k8s_provider))
         runtimes[pool_config.name] = (runtime, lb)
-        pulumi.export(f"{pool_config.name}_dashboard_internal_url", runtime.dashboard_url)
+        pulumi.export(f"{pool_config.name}_dashboard", runtime.dashboard_url)
         pulumi.export(f"{pool_config.name}_http_url", lb.url)
     pulumi.export("cluster_name", cluster.name)
     _services(config, runtimes)

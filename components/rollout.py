@@ -16,7 +16,8 @@ delete  removes the service's apps
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import pulumi
 from pulumi.dynamic import (
@@ -59,10 +60,15 @@ def identity_conflict(service: str, label: str, claimed: dict, mine: dict) -> st
             f"x-serve-version: {label} must always reach the same code.")
 
 
-def _controller(props: dict):
+@contextlib.contextmanager
+def _session(props: dict) -> Iterator[tuple[Any, Any]]:
+    """(controller, dashboard client) for one provider call. On a Kubernetes target the
+    dashboard is reached through an API port-forward for the length of the call
+    (runtime/k8s_forward.py), never across the network in plain HTTP."""
     from pathlib import Path
 
     from runtime.controller import RolloutController
+    from runtime.k8s_forward import dashboard
     from runtime.serve_api import ServeClient
     from runtime.spec import ServiceSpec
 
@@ -70,8 +76,8 @@ def _controller(props: dict):
                                        "splitter_admins": props.get("splitter_admins") or []})
     # k8s: the token arrives as a (secret) input; local: it sits in the head's state dir.
     token = props.get("token") or Path(props["token_path"]).read_text().strip()
-    client = ServeClient(props["dashboard_url"], token)
-    return RolloutController(spec, client), client
+    with dashboard(props["dashboard_url"], props.get("kubeconfig")) as url, ServeClient(url, token) as client:
+        yield RolloutController(spec, client), client
 
 
 def _http_url(props: dict) -> str:
@@ -81,13 +87,11 @@ def _http_url(props: dict) -> str:
 
 def _converge(props: dict) -> dict:
     """Create and update are the same act: bring the live service to the spec."""
-    controller, client = _controller(props)
     try:
-        live = controller.converge()
+        with _session(props) as (controller, _):
+            live = controller.converge()
     except Exception as exc:
         raise _failure(exc) from exc
-    finally:
-        client.close()
     return _outputs(props, live, controller.history.entries)
 
 
@@ -171,13 +175,11 @@ def _known(value: Any) -> bool:
 def _live_drift(props: dict) -> str | None:
     """Why the live service differs from what state says is done, or None. Asked on every
     diff that sees no config change, because live state is the truth."""
-    controller, client = _controller(props)
     try:
-        state = client.state()
+        with _session(props) as (controller, client):
+            state = client.state()
     except Exception:  # noqa: BLE001 - an unreachable cluster is reported by the node pool
         return None
-    finally:
-        client.close()
     return drift(state, controller.spec)
 
 
@@ -251,8 +253,13 @@ class ModelRolloutProvider(ResourceProvider):
         moved = [k for k in ("dashboard_url", "token_path", "cluster_id")
                  if olds.get(k) is not None and olds.get(k) != news.get(k)]
         drift = _live_drift({**olds, **news}) if kind == "none" and not moved else None
+        access = olds.get("kubeconfig") != news.get("kubeconfig")
         if kind == "none" and not moved and not drift:
-            return DiffResult(changes=False)
+            if access:
+                # Only how the provider reaches the cluster changed: record it, move nothing.
+                print(f"[{news['spec']['service']}] cluster credentials (kubeconfig) changed: "
+                      "recorded, nothing moves", flush=True)
+            return DiffResult(changes=access)
         if kind != "none":
             print(preview_lines(olds, news), flush=True)
         if drift:
@@ -275,16 +282,16 @@ class ModelRolloutProvider(ResourceProvider):
         arm()
         import httpx
 
-        controller, client = _controller(props)
+        from runtime.k8s_forward import ForwardError
+
         try:
-            live = controller.live()
-        except (httpx.ConnectError, FileNotFoundError) as exc:
+            with _session(props) as (controller, _):
+                live = controller.live()
+        except (httpx.ConnectError, FileNotFoundError, ForwardError) as exc:
             # Keep what state says rather than forget a service over a network blip;
             # the node pool's own read reports whether the cluster is alive.
-            print(f"[{controller.spec.service}] cluster unreachable, state kept as is: {exc}", flush=True)
+            print(f"[{props['spec']['service']}] cluster unreachable, state kept as is: {exc}", flush=True)
             return ReadResult(id_, props)
-        finally:
-            client.close()
         if not live.declared:
             return ReadResult(None, {})  # gone from the cluster: refresh drops it
         return ReadResult(id_, _outputs(props, live, props.get("history")))
@@ -293,15 +300,15 @@ class ModelRolloutProvider(ResourceProvider):
         arm()
         import httpx
 
-        controller, client = _controller(props)
+        from runtime.k8s_forward import ForwardError
+
         try:
-            controller.remove()
-        except (httpx.ConnectError, FileNotFoundError) as exc:
+            with _session(props) as (controller, _):
+                controller.remove()
+        except (httpx.ConnectError, FileNotFoundError, ForwardError) as exc:
             # The cluster (or its token) is gone, and the apps with it.
-            print(f"[{controller.spec.service}] cluster at {props['dashboard_url']} unreachable; "
+            print(f"[{props['spec']['service']}] cluster at {props['dashboard_url']} unreachable; "
                   f"nothing to remove ({exc})", flush=True)
-        finally:
-            client.close()
 
 
 class ModelRollout(Resource, module="gpuserve", name="ModelRollout"):
@@ -314,11 +321,16 @@ class ModelRollout(Resource, module="gpuserve", name="ModelRollout"):
     def __init__(self, name: str, spec: dict, http_url: pulumi.Input[str], dashboard_url: pulumi.Input[str],
                  token_path: pulumi.Input[str] | None = None, cluster_id: pulumi.Input[str] | None = None,
                  token: pulumi.Input[str] | None = None, splitter_admins: pulumi.Input[list] | None = None,
-                 opts: pulumi.ResourceOptions | None = None):
-        """Exactly one of token_path (local: a file on this machine) or token (a secret)."""
+                 kubeconfig: pulumi.Input[str] | None = None, opts: pulumi.ResourceOptions | None = None):
+        """Exactly one of token_path (local: a file on this machine) or token (a secret).
+        `kubeconfig` (a secret; None for the ambient one) reaches a `k8s-portforward://`
+        dashboard address."""
         props = {"spec": spec, "http_url": http_url, "splitter_admins": splitter_admins,
                  "dashboard_url": dashboard_url, "token_path": token_path,
                  "token": token, "cluster_id": cluster_id, **{k: None for k in OUTPUT_KEYS}}
-        if token is not None:
-            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["token"]))
+        if kubeconfig is not None:
+            props["kubeconfig"] = kubeconfig
+        secrets = [k for k, v in (("token", token), ("kubeconfig", kubeconfig)) if v is not None]
+        if secrets:
+            opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=secrets))
         super().__init__(ModelRolloutProvider(), name, props, opts)

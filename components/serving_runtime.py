@@ -31,6 +31,8 @@ class KubeRayRuntimeArgs:
     pool: AwsNodePool
     node_pool: GpuNodePool
     k8s_provider: Any  # pulumi_kubernetes.Provider
+    # How the rollout provider reaches the API server (a secret); None: the ambient kubeconfig.
+    kubeconfig: Any = None
 
 
 ServingRuntimeArgs = Union[LocalRuntimeArgs, KubeRayRuntimeArgs]
@@ -70,6 +72,7 @@ class ServingRuntime(pulumi.ComponentResource):
         self.dashboard_url = pulumi.Output.from_input(args.node_pool.dashboard_url)
         self.token_path = args.node_pool.token_path
         self.token = None
+        self.kubeconfig = None
         self.cluster_id = args.node_pool.cluster_id
         self.http_url = serve.http_url
 
@@ -104,7 +107,9 @@ class ServingRuntime(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[args.node_pool]),
         )
         self.cluster_name = cluster
-        self.dashboard_url = pulumi.Output.from_input(render.dashboard_internal_url(cluster, aws.namespace))
+        # Reached from the operator's machine through an API port-forward (runtime/k8s_forward.py).
+        self.dashboard_url = pulumi.Output.from_input(render.dashboard_forward_address(cluster, aws.namespace))
+        self.kubeconfig = args.kubeconfig
         self.token_path = None
         self.token = token.value
         self.cluster_id = self.ray_cluster.id

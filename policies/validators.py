@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from runtime import plan
 from runtime.constants import DASHBOARD_PORT, ENVIRONMENT_LABEL
+from runtime.k8s_forward import SCHEME as FORWARD_SCHEME
 
 ROLLOUT = "pulumi-python:dynamic/gpuserve:ModelRollout"
 POOL = "gpuserve:gpu_node_pool:GpuNodePool"
@@ -335,12 +336,18 @@ def ray_head_not_exposed(props: Mapping[str, Any]) -> list[str]:
 
 
 def dashboard_not_public_rollout(props: Mapping[str, Any]) -> list[str]:
+    """The provider carries the dashboard token: from the operator's machine that is
+    loopback (local) or a port-forward through the API server's TLS (Kubernetes), never
+    plain HTTP to another host, in-cluster names included."""
     url = str(get(props, "dashboard_url", default="") or "")
-    host = urlparse(url).hostname or ""
-    if not host or host in ("127.0.0.1", "localhost", "::1") or host.endswith(".svc.cluster.local"):
+    if url.startswith(f"{FORWARD_SCHEME}://"):
         return []
-    return [f"the Ray dashboard must be reached on loopback or a cluster-internal name, never a public "
-            f"address; seen {url}. Use the internal head service endpoint."]
+    host = urlparse(url).hostname or ""
+    if not host or host in ("127.0.0.1", "localhost", "::1"):
+        return []
+    return [f"the Ray dashboard must be reached on loopback or through the Kubernetes API's port-forward, "
+            f"never in plain HTTP across a network; seen {url}. On a Kubernetes target use "
+            f"{FORWARD_SCHEME}://<namespace>/<raycluster>:{DASHBOARD_PORT}."]
 
 
 # -- 12 --------------------------------------------------------------------------------

@@ -266,6 +266,14 @@ def dashboard_internal_url(cluster: str, ns: str) -> str:
     return f"http://{cluster}-head-svc.{ns}.svc.cluster.local:{DASHBOARD_PORT}"
 
 
+def dashboard_forward_address(cluster: str, ns: str) -> str:
+    """The head's dashboard as the rollout provider reaches it from outside the cluster:
+    through the API server's port-forward (runtime/k8s_forward.py)."""
+    from runtime.k8s_forward import SCHEME
+
+    return f"{SCHEME}://{ns}/{cluster}:{DASHBOARD_PORT}"
+
+
 def cluster_vpc_config(aws: AwsTarget) -> dict:
     """CreateCluster's `resourcesVpcConfig` (botocore's EKS model): the API endpoint is
     private unless `api_public_cidrs` lists networks; then public to those only."""

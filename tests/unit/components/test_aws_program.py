@@ -138,9 +138,17 @@ def test_the_splitter_runs_two_pods_that_never_all_go_at_once():
     assert "-upstream=http://gpuserve-gpu-serve-proxies.gpuserve.svc.cluster.local:8000" in args
 
 
-def test_the_rollout_reaches_the_dashboard_through_the_internal_endpoint():
+def test_the_rollout_reaches_the_dashboard_through_the_api_servers_port_forward():
     rollout = one(registered("dev"), "ModelRollout")
-    assert rollout.inputs["dashboard_url"] == "http://gpuserve-gpu-head-svc.gpuserve.svc.cluster.local:8265"
+    assert rollout.inputs["dashboard_url"] == "k8s-portforward://gpuserve/gpuserve-gpu:8265"
+    assert "kubeconfig" not in rollout.inputs  # an existing cluster without a file: the ambient one
+
+
+def test_a_created_cluster_gives_the_rollout_its_kubeconfig():
+    aws = yaml.safe_load((REPO / "stacks/Pulumi.dev.yaml").read_text())["config"]["gpuserve:aws"]
+    aws["create_cluster"] = True
+    rollout = one(registered("dev", aws=aws), "ModelRollout")
+    assert "eks" in rollout.inputs["kubeconfig"] and "get-token" in rollout.inputs["kubeconfig"]
 
 
 def test_no_local_resource_is_registered_for_a_cloud_target():

@@ -234,12 +234,15 @@ def test_bypass_prod_comes_from_the_stacks_environment_whatever_its_name():
     assert not v.is_prod(DEV, {}, {"spec": {"environment": "staging"}})
 
 
-def test_the_rollout_reaches_the_dashboard_only_internally():
+def test_the_rollout_reaches_the_dashboard_on_loopback_or_through_the_api_servers_port_forward():
     assert v.dashboard_not_public_rollout({"dashboard_url": "http://127.0.0.1:18265"}) == []
-    assert v.dashboard_not_public_rollout({"dashboard_url": "http://c-head-svc.ns.svc.cluster.local:8265"}) == []
+    assert v.dashboard_not_public_rollout({"dashboard_url": "k8s-portforward://serving/gpuserve-gpu:8265"}) == []
+    # In-cluster DNS from the operator's machine would carry the token in plain HTTP.
+    assert v.dashboard_not_public_rollout({"dashboard_url": "http://c-head-svc.ns.svc.cluster.local:8265"})
     assert v.dashboard_not_public_rollout({"dashboard_url": "http://ray.example.com:8265"}) == [
-        "the Ray dashboard must be reached on loopback or a cluster-internal name, never a public address; "
-        "seen http://ray.example.com:8265. Use the internal head service endpoint."]
+        "the Ray dashboard must be reached on loopback or through the Kubernetes API's port-forward, never in "
+        "plain HTTP across a network; seen http://ray.example.com:8265. On a Kubernetes target use "
+        "k8s-portforward://<namespace>/<raycluster>:8265."]
 
 
 def test_prod_rayclusters_need_gcs_fault_tolerance():
