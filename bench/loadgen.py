@@ -1,15 +1,23 @@
-"""Steady load from a separate process: `clients` concurrent clients on loopback, each
-POSTing in a loop until SIGTERM, recording every request as one JSON line:
+"""Load from a separate process, on loopback, until SIGTERM; every request is one JSON line:
 {"t": start (epoch s), "ms": latency, "status": 200 | 503 | ... | "exception:<Name>", "version": ...}
 
-    python -m bench.loadgen URL CLIENTS OUT.jsonl
+    python -m bench.loadgen URL CLIENTS OUT.jsonl             closed loop: CLIENTS clients, each
+                                                              sending its next request on an answer
+    python -m bench.loadgen URL WORKERS OUT.jsonl --rate R    open loop: R requests/s on a fixed
+                                                              schedule, whatever the answers
+
+Open loop is how saturation is offered: a closed loop slows down with the server and never
+overloads it. Each open-loop request is timed from its scheduled start, so a request that
+waited for a free worker counts its wait (no coordinated omission); WORKERS bounds the
+requests in flight.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
 import signal
-import sys
 import threading
 import time
 
@@ -18,30 +26,51 @@ import httpx
 BODY = {"features": [5.9, 3.0, 4.2, 1.5]}
 
 
-def main(url: str, clients: int, out_path: str) -> None:
+def send(http: httpx.Client, url: str, start: float) -> dict:
+    try:
+        response = http.post(url, json=BODY)
+        status: int | str = response.status_code
+        version = response.headers.get("x-serve-version")
+        if version is None and status == 200:
+            version = response.json().get("version")
+    except httpx.HTTPError as exc:
+        status, version = f"exception:{type(exc).__name__}", None
+    return {"t": round(start, 4), "ms": round((time.time() - start) * 1000, 2), "status": status, "version": version}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("clients", type=int)
+    parser.add_argument("out")
+    parser.add_argument("--rate", type=float, default=None, help="open loop: requests per second")
+    args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     lock = threading.Lock()
-    out = open(out_path, "w", buffering=1)
+    out = open(args.out, "w", buffering=1)
+    slots = itertools.count()
+    began = time.time()
 
-    def client() -> None:
+    def closed() -> None:
         with httpx.Client(timeout=30) as http:
             while not stop.is_set():
-                start = time.time()
-                try:
-                    response = http.post(url, json=BODY)
-                    status: int | str = response.status_code
-                    version = response.headers.get("x-serve-version")
-                    if version is None and status == 200:
-                        version = response.json().get("version")
-                except httpx.HTTPError as exc:
-                    status, version = f"exception:{type(exc).__name__}", None
-                record = {"t": round(start, 4), "ms": round((time.time() - start) * 1000, 2),
-                          "status": status, "version": version}
+                record = send(http, args.url, time.time())
                 with lock:
                     out.write(json.dumps(record) + "\n")
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    def opened() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                with lock:
+                    due = began + next(slots) / args.rate
+                if stop.wait(max(0.0, due - time.time())):
+                    return
+                record = send(http, args.url, due)
+                with lock:
+                    out.write(json.dumps(record) + "\n")
+
+    threads = [threading.Thread(target=opened if args.rate else closed, daemon=True) for _ in range(args.clients)]
     for thread in threads:
         thread.start()
     while not stop.is_set():
@@ -52,4 +81,4 @@ def main(url: str, clients: int, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    main()

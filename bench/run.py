@@ -1,27 +1,30 @@
-"""Rollout safety and GPU cost, side by side with Ray Serve's own update, in one run.
+"""Rollouts side by side: gpuserve and the strongest Serve-native peers, under the same
+faults and the same load, in one run.
 
-    make bench          (or: .venv/bin/python -m bench.run [--smoke] [--out DIR])
+    make bench          (.venv/bin/python -m bench.run [--quick | --smoke] [--out DIR])
+    make bench-quick    (--quick: every peer, healthy rollout, moderate load, N=2)
 
-One local Ray cluster with virtual GPUs (real Pulumi CLI, real Ray Serve), one service of
-N=4 GPU replicas per scenario (a fresh one each time), steady load from a separate
-process (bench/loadgen.py), and samples of GPUs in use and replicas per version from Ray
-every 250 ms. Scenarios:
+One local Ray cluster of worker nodes with virtual GPUs (real Pulumi CLI, real Ray Serve),
+a fresh service of N GPU replicas per case, load from a separate process
+(bench/loadgen.py), and samples of GPUs in use, replicas per version and router weights
+from Ray every 250 ms.
 
-1. gpuserve rollout v1 -> v2, max_surge_percent 25             (pulumi up)
-2. gpuserve blue/green, max_surge_percent 100                  (pulumi up)
-3. peer: Ray Serve's own in-place update of the same app v1->v2 (Serve REST API)
-4. gpuserve rollout to a broken version (constructor raises)   (pulumi up, rolls back)
-5. peer: Ray Serve's own update to the same broken version     (Serve REST API)
-6. gpuserve rollout to a version failing 20% of requests       (pulumi up, rolls back)
-7. peer: Ray Serve's own update to that same flaky version      (Serve REST API)
-8. gpuserve rollout to a version that starts failing 10 s in    (pulumi up, rolls back)
-9. gpuserve rollout to a version 50 ms slower per request       (pulumi up, rolls back)
+Peers, each doing v1 -> the scenario's version:
+  gpuserve        `pulumi up`, max_surge_percent 25, gates on (bake 3 s)
+  serve-surge     Serve's own rolling update with max_surge_percent 25 (the Serve REST API)
+  serve-default   Serve's own rolling update at its default (max_surge_percent 0)
+  blue-green      `pulumi up`, max_surge_percent 100, gates on
 
-Per scenario: requests sent and failed (client side), latency before and during, GPUs,
-capacity, wall time, and for rollbacks the detect-to-primary time (the failing verdict
-to all traffic back on the primary) and the retries the splitter spent on the primary.
+Scenarios: healthy, broken constructor, 20% errors, fails 10 s after start, +50 ms per
+request, and a worker node lost when the first new replica is ready (the node holding
+most of the service's replicas; its raylet is SIGKILLed).
 
-Writes bench/results/<timestamp>.json, .md and one PNG timeline per scenario.
+Loads: moderate (4 closed-loop clients) and saturating (open loop at 90% of the steady
+capacity measured on the case's own path just before, 16 closed-loop clients for 6 s).
+
+Writes bench/results/<stamp>-rollouts.json (every figure, the machine, the settings, the
+controller's log), .md, and one PNG timeline per case; `python -m bench.report --readme`
+puts the newest full run's table into README.md.
 """
 
 from __future__ import annotations
@@ -36,57 +39,91 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from bench.cli import arguments
 from runtime import apps
+from runtime.analysis import PERCENTILE_METHOD, percentile
 from runtime.plan import plan_rollout
-from runtime.ray_state import gpus_in_use
+from runtime.ray_state import ALIVE_ACTORS, _replica_app, gpus_in_use
 from runtime.serve_api import ServeClient
 from runtime.splitter import route_of
 from tests.integration.harness import REPO, LocalStack, Run
 from traffic.protocol import RESERVED_PREFIX
 
 
+@dataclass(frozen=True)
+class Peer:
+    key: str
+    title: str
+    kind: str  # "gpuserve" | "serve"
+    surge: int
+
+
+PEERS = (
+    Peer("gpuserve", "gpuserve p=25", "gpuserve", 25),
+    Peer("serve-surge", "Serve native surge 25%", "serve", 25),
+    Peer("serve-default", "Serve native default (surge 0)", "serve", 0),
+    Peer("blue-green", "gpuserve blue/green p=100", "gpuserve", 100),
+)
+SCENARIOS = {
+    "healthy": "healthy v1 -> v2",
+    "broken": "constructor raises",
+    "flaky": "20% errors",
+    "late": "fails 10 s after start",
+    "slow": "+50 ms per request",
+    "node-loss": "worker node lost mid-rollout",
+}
+LOADS = ("moderate", "saturating")
+
 
 @dataclass(frozen=True)
-class Scenario:
-    name: str
-    kind: str  # "gpuserve" | "peer"
-    target: str  # "v2" | "broken" | "flaky" | "late" | "slow"
-    surge: int = 25
+class Case:
+    peer: Peer
+    scenario: str
+    load: str
 
+    @property
+    def name(self) -> str:
+        return f"{self.load} / {self.scenario} / {self.peer.key}"
 
-SCENARIOS = [
-    Scenario("gpuserve rollout p=25", "gpuserve", "v2", 25),
-    Scenario("gpuserve blue/green p=100", "gpuserve", "v2", 100),
-    Scenario("Ray Serve native update", "peer", "v2"),
-    Scenario("gpuserve -> broken (rollback)", "gpuserve", "broken", 25),
-    Scenario("Ray Serve native -> broken", "peer", "broken"),
-    Scenario("gpuserve -> 20% errors (rollback)", "gpuserve", "flaky", 25),
-    # Beyond the six asked for: the peer facing the same flaky version, for a like-for-like row.
-    Scenario("Ray Serve native -> 20% errors", "peer", "flaky"),
-    # Regressions only real traffic shows: failing 10 s after start, and 50 ms slower.
-    Scenario("gpuserve -> fails late (rollback)", "gpuserve", "late", 25),
-    Scenario("gpuserve -> +50 ms (rollback)", "gpuserve", "slow", 25),
-]
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
 
 
 @dataclass
 class Settings:
+    mode: str = "full"
     n: int = 4
-    clients: int = 4
-    warmup_s: float = 8.0
-    cooldown_s: float = 3.0
+    clients: int = 4  # moderate: closed-loop clients
+    warmup_s: float = 6.0
+    cooldown_s: float = 2.0
     bake_s: float = 3.0
+    step_timeout_s: float = 60.0
     peer_timeout_s: float = 90.0
-    scenarios: list[Scenario] = field(default_factory=lambda: list(SCENARIOS))
+    gpus_per_node: int = 2
+    saturation: float = 0.9  # offered load over the measured steady capacity
+    capacity_clients: int = 16
+    capacity_s: float = 6.0
+    open_loop_workers: int = 64
+    peers: tuple[str, ...] = tuple(p.key for p in PEERS)
+    scenarios: tuple[str, ...] = tuple(SCENARIOS)
+    loads: tuple[str, ...] = LOADS
+
+    def cases(self) -> list[Case]:
+        peers = [p for p in PEERS if p.key in self.peers]
+        return [Case(p, s, lo) for lo in self.loads for s in self.scenarios for p in peers]
 
 
-SMOKE = Settings(n=2, clients=2, warmup_s=3.0, cooldown_s=1.0, bake_s=0.0, scenarios=[SCENARIOS[0]])
+QUICK = Settings(mode="quick", n=2, warmup_s=3.0, cooldown_s=1.0, bake_s=1.0, scenarios=("healthy",),
+                 loads=("moderate",))
+SMOKE = Settings(mode="smoke", n=2, clients=2, warmup_s=2.0, cooldown_s=1.0, bake_s=0.0,
+                 peers=("gpuserve", "serve-surge"), scenarios=("healthy",), loads=("moderate",))
 
 
 # ------------------------------------------------------------------ sampling
@@ -96,7 +133,7 @@ class Sampler:
     def __init__(self, stack: LocalStack, app_prefix: str, route: str, period_s: float = 0.25):
         self.stack, self.app_prefix, self.route, self.period_s = stack, app_prefix, route, period_s
         self.samples: list[dict] = []
-        self.initial_ids: set[str] | None = None  # peer: replicas that predate the change
+        self.initial_ids: set[str] | None = None  # Serve peers: replicas that predate the change
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -106,38 +143,45 @@ class Sampler:
             while not self._stop.is_set():
                 sample: dict = {"t": time.time()}
                 try:
-                    # Only this scenario's replicas: an earlier scenario's service may
-                    # still hold GPUs on the shared cluster.
+                    # Only this case's replicas: the cluster is shared.
                     sample["gpus"] = gpus_in_use(self.stack.dashboard_url, token, http, app=self.app_prefix)
-                    state = serve.state()
-                    replicas: dict[str, int] = {}
-                    listed = 0
-                    for name, app in state.apps.items():
-                        if name == self.app_prefix or name.startswith(self.app_prefix + "--"):
-                            for deployment in app.deployments.values():
-                                for replica in deployment.replicas:
-                                    listed += 1
-                                    # UPDATING replicas are reconfiguring and still serve.
-                                    if replica.state not in ("RUNNING", "UPDATING") \
-                                            or deployment.name != apps.MODEL_DEPLOYMENT:
-                                        continue
-                                    version = apps.version_of(name) or self._peer_version(replica.replica_id)
-                                    replicas[version] = replicas.get(version, 0) + 1
+                    replicas, listed = self._replicas(serve.state())
                     # Right after a PUT, Serve lists an app with no replicas at all for
                     # about half a second while it rebuilds it (requests are still served);
                     # such a sample says nothing about capacity, so it is left out.
                     if listed:
                         sample["replicas"] = replicas
-                    if self.route:  # the splitter's table for this service
-                        route = route_of(http.get(self.route).json(), self.app_prefix) or {}
-                        sample["weights"] = route.get("weights", {})
+                    if self.route:
+                        sample["weights"] = (route_of(http.get(self.route).json(), self.app_prefix) or {}).get(
+                            "weights", {})
                 except (httpx.HTTPError, ValueError, KeyError):
                     pass
                 self.samples.append(sample)
                 self._stop.wait(self.period_s)
 
+    def _replicas(self, state) -> tuple[dict[str, int], int]:
+        replicas: dict[str, int] = {}
+        listed = 0
+        for name, app in state.apps.items():
+            if name != self.app_prefix and not name.startswith(self.app_prefix + "--"):
+                continue
+            for deployment in app.deployments.values():
+                for replica in deployment.replicas:
+                    listed += 1
+                    # UPDATING replicas are reconfiguring and still serve.
+                    if replica.state not in ("RUNNING", "UPDATING") or deployment.name != apps.MODEL_DEPLOYMENT:
+                        continue
+                    version = apps.version_of(name) or self._peer_version(replica.replica_id)
+                    replicas[version] = replicas.get(version, 0) + 1
+        return replicas, listed
+
     def _peer_version(self, replica_id: str) -> str:
         return "old" if self.initial_ids is None or replica_id in self.initial_ids else "new"
+
+    def new_replicas(self, old: str) -> int:
+        """Replicas of the new version in the latest sample."""
+        latest = next((s["replicas"] for s in reversed(self.samples) if "replicas" in s), {})
+        return sum(n for v, n in latest.items() if v != old)
 
     def start(self) -> "Sampler":
         self._thread.start()
@@ -150,9 +194,10 @@ class Sampler:
 
 # ------------------------------------------------------------------ load
 class LoadProcess:
-    def __init__(self, url: str, clients: int, out: Path):
+    def __init__(self, url: str, clients: int, out: Path, rate: float | None = None):
         self.out = out
-        self.process = subprocess.Popen([sys.executable, "-m", "bench.loadgen", url, str(clients), str(out)],
+        command = [sys.executable, "-m", "bench.loadgen", url, str(clients), str(out)]
+        self.process = subprocess.Popen(command + (["--rate", f"{rate:.1f}"] if rate else []),
                                         cwd=REPO, start_new_session=True)
 
     def stop(self) -> list[dict]:
@@ -161,52 +206,135 @@ class LoadProcess:
         return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
 
 
+def steady_capacity(url: str, settings: Settings, out: Path) -> float:
+    """Answers per second at saturation: many closed-loop clients for a few seconds."""
+    load = LoadProcess(url, settings.capacity_clients, out)
+    time.sleep(settings.capacity_s)
+    records = load.stop()
+    ok = [r for r in records if r["status"] == 200]
+    if len(ok) < 2:
+        return 0.0
+    return round(len(ok) / (max(r["t"] for r in ok) - min(r["t"] for r in ok)), 1)
+
+
+def start_load(url: str, settings: Settings, case: Case, out: Path) -> tuple[LoadProcess, dict]:
+    if case.load == "moderate":
+        return LoadProcess(url, settings.clients, out), {"clients": settings.clients}
+    capacity = steady_capacity(url, settings, out.with_suffix(".capacity.jsonl"))
+    rate = settings.saturation * capacity
+    return (LoadProcess(url, settings.open_loop_workers, out, rate=rate),
+            {"capacity_rps": capacity, "offered_rps": round(rate, 1), "open_loop_workers": settings.open_loop_workers})
+
+
+# ------------------------------------------------------------------ node loss
+def raylet_of(pid: int) -> psutil.Process:
+    return next(p for p in psutil.Process(pid).children(recursive=True) if p.name() == "raylet")
+
+
+def kill_busiest_node(stack: LocalStack, app_prefix: str) -> dict:
+    """SIGKILL the raylet of the worker node holding most of the service's replicas."""
+    nodes = (stack.resource_outputs("LocalRayWorkers") or {}).get("nodes") or []
+    actors = httpx.get(f"{stack.dashboard_url}{ALIVE_ACTORS}", headers={"Authorization": f"Bearer {stack.token()}"},
+                       timeout=10).json()["data"]["result"]["result"]
+    held: dict[str, int] = {}
+    for actor in actors:
+        app = _replica_app(actor.get("name") or "")
+        if app == app_prefix or app.startswith(app_prefix + "--"):
+            held[actor["node_id"]] = held.get(actor["node_id"], 0) + 1
+    victim = max(nodes, key=lambda n: (held.get(n.get("node_id", ""), 0), n["node_name"]))
+    os.kill(raylet_of(int(victim["pid"])).pid, signal.SIGKILL)
+    return {"node": victim["node_name"], "replicas_on_it": held.get(victim.get("node_id", ""), 0), "t": time.time()}
+
+
+class NodeKiller:
+    """Kills the busiest node once the first replica of the new version is ready."""
+
+    def __init__(self, stack: LocalStack, sampler: Sampler, app_prefix: str, old: str):
+        self.stack, self.sampler, self.app_prefix, self.old = stack, sampler, app_prefix, old
+        self.killed: dict | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            if self.sampler.new_replicas(self.old) >= 1:
+                self.killed = kill_busiest_node(self.stack, self.app_prefix)
+                return
+
+    def start(self) -> "NodeKiller":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 # ------------------------------------------------------------------ metrics
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-
 def request_metrics(records: list[dict], t0: float, t1: float) -> dict:
-    failed_by_status: dict[str, int] = {}
+    failed_by: dict[str, int] = {}
     for r in records:
         if r["status"] != 200:
-            key = str(r["status"])
-            failed_by_status[key] = failed_by_status.get(key, 0) + 1
+            failed_by[str(r["status"])] = failed_by.get(str(r["status"]), 0) + 1
     before = [r["ms"] for r in records if r["t"] < t0 and r["status"] == 200]
     during = [r["ms"] for r in records if t0 <= r["t"] <= t1 and r["status"] == 200]
-    failed = sum(failed_by_status.values())
-    return {
-        "sent": len(records),
-        "failed": failed,
+    failed = sum(failed_by.values())
+
+    def pct(values: list[float], q: float) -> float | None:
+        return round(percentile(values, q), 1) if values else None
+    row = {
+        "sent": len(records), "failed": failed,
         "failure_rate": round(failed / len(records), 5) if records else None,
-        "failed_by_status": {k: v for k, v in failed_by_status.items() if not k.startswith("exception")},
-        "failed_by_exception": {k: v for k, v in failed_by_status.items() if k.startswith("exception")},
-        "p50_ms_before": percentile(before, 0.50), "p99_ms_before": percentile(before, 0.99),
-        "p50_ms_during": percentile(during, 0.50), "p99_ms_during": percentile(during, 0.99),
+        "failed_by_status": {k: v for k, v in failed_by.items() if not k.startswith("exception")},
+        "failed_by_exception": {k: v for k, v in failed_by.items() if k.startswith("exception")},
+        "p50_ms_before": pct(before, 50), "p99_ms_before": pct(before, 99),
+        "p50_ms_during": pct(during, 50), "p99_ms_during": pct(during, 99),
     }
+    row["p99_during_over_before"] = (round(row["p99_ms_during"] / row["p99_ms_before"], 2)
+                                     if row["p99_ms_before"] and row["p99_ms_during"] else None)
+    return row
 
 
-# The controller's progress lines that mark a rollout's milestones, as they arrive in the
-# engine's event stream. Times are arrival times (monotonic) relative to the rollout's first
-# line, so Pulumi's own start-up is not counted in the replica ready time.
-MILESTONES = {
-    "rollout_start": lambda m: "rollout " in m and " -> " in m and "waves" in m,
-    "canary_ready": lambda m: "canary" in m and "deployed" in m,
-    "rollback_verdict": lambda m: ": FAIL:" in m or "rolling back" in m,
-    "rollback_done": lambda m: "rollback complete" in m,
-    "rollout_done": lambda m: "rollout complete" in m,
-    # The moment a rollback has given the primary all the traffic again (the controller
-    # says so right after the router write is confirmed by every splitter instance).
-    "primary_all_traffic": lambda m: "rollback: all traffic on" in m,
-}
+def gpu_metrics(samples: list[dict], t0: float, t1: float, n: int) -> dict:
+    during = [s["gpus"] for s in samples if "gpus" in s and t0 <= s["t"] <= t1 + 1]
+    peak = max(during, default=None)
+    # Serving capacity: replicas of any version that Serve reports as serving, over N.
+    ready = [sum(s["replicas"].values()) for s in samples if "replicas" in s and t0 <= s["t"] <= t1]
+    return {"peak_gpus": peak, "steady_gpus": float(n),
+            "peak_over_steady": round(peak / n, 2) if peak is not None else None,
+            "min_capacity": round(min(ready) / n, 2) if ready else None}
+
+
+STAMP = re.compile(r"\((\d+(?:\.\d+)?)s\)$")
+STEPS = re.compile(r"time by step: (?P<steps>.*); other (?P<other>[\d.]+)s of (?P<total>[\d.]+)s")
+
+
+def controller_lines(run: Run, service: str) -> list[tuple[float | None, str]]:
+    """The controller's lines for `service`, each with its own elapsed-time stamp."""
+    lines = []
+    for _, _, message in run.diagnostics:
+        first = message.splitlines()[0].strip() if message.strip() else ""
+        if first.startswith(f"[{service}]"):
+            stamp = STAMP.search(first)
+            lines.append((float(stamp.group(1)) if stamp else None, first))
+    return list(dict.fromkeys(lines))
+
+
+def milestone(lines, *needles: str) -> float | None:
+    return next((t for t, line in lines if t is not None and all(n in line for n in needles)), None)
+
+
+def time_by_step(lines) -> dict | None:
+    for _, line in lines:
+        match = STEPS.search(line)
+        if match:
+            steps = {k: float(v[:-1]) for k, v in (part.rsplit(" ", 1) for part in match["steps"].split(", "))}
+            return {**steps, "other": float(match["other"]), "controller_total": float(match["total"])}
+    return None
 
 
 def retries_spent(stack: LocalStack, service: str) -> int:
-    """Requests the splitter instances retried on the primary for `service` (their own
-    counters, summed over the live instances)."""
+    """Requests the splitter instances retried on the primary for `service`."""
     from runtime.splitter import Instance, _admin
 
     total = 0
@@ -221,29 +349,16 @@ def retries_spent(stack: LocalStack, service: str) -> int:
     return total
 
 
-def controller_times(run: Run, service: str) -> dict:
-    """Seconds from the rollout's first progress line to each milestone's first line."""
-    arrivals: dict[str, float] = {}
-    for arrived, _, message in run.diagnostics:
-        if not message.startswith(f"[{service}]"):
-            continue
-        for milestone, matches in MILESTONES.items():
-            if matches(message):
-                arrivals.setdefault(milestone, arrived)
-    start = arrivals.pop("rollout_start", None)
-    return {k: round(t - start, 2) for k, t in arrivals.items()} if start is not None else {}
-
-
-# ------------------------------------------------------------------ scenarios
-def versions(target: str, corrupt: Path) -> dict:
-    if target == "v2":
-        return {"version": "v2"}
-    if target == "broken":
+# ------------------------------------------------------------------ versions
+def target_version(scenario: str, corrupt: Path) -> dict:
+    if scenario in ("healthy", "node-loss"):
+        return {"version": "v2", "artifact": "models/v2.npz"}
+    if scenario == "broken":
         return {"version": "v3", "artifact": str(corrupt)}
     knobs = {"flaky": ("v2-flaky", {"GPUSERVE_FAULT_ERROR_RATE": "0.2"}),
              "late": ("v2-late", {"GPUSERVE_FAULT_AFTER_S": "10"}),
              "slow": ("v2-slow", {"GPUSERVE_EXTRA_LATENCY_MS": "50"})}
-    version, env = knobs[target]
+    version, env = knobs[scenario]
     return {"version": version, "artifact": "models/v2.npz", "runtime_env": {"env_vars": env}}
 
 
@@ -253,116 +368,117 @@ def service(settings: Settings, name: str, **version) -> dict:
             "max_queued_requests": 64, **({"version": "v1"} | version)}
 
 
-def run_gpuserve(stack: LocalStack, settings: Settings, scenario: Scenario, index: int, workdir: Path,
+# A service the stack keeps while a Serve-native case runs (a stack declares at least one):
+# a sliver of one GPU, on a pool with a node to spare for it.
+PLACEHOLDER = {"name": "idle", "pool": "gpu", "version": "v1", "num_replicas": 1,
+               "ray_actor_options": {"num_gpus": 0.01}, "graceful_shutdown_timeout_s": 2, "request_timeout_s": 2}
+
+
+# ------------------------------------------------------------------ the peers
+def run_gpuserve(stack: LocalStack, settings: Settings, case: Case, name: str, workdir: Path,
                  corrupt: Path) -> dict:
-    name = f"s{index}"
-    stack.rollout = {"max_surge_percent": scenario.surge, "bake_seconds": settings.bake_s,
-                     "step_timeout_seconds": 120, "gates": {"min_probes": 20}}
+    stack.rollout = {"max_surge_percent": case.peer.surge, "bake_seconds": settings.bake_s,
+                     "step_timeout_seconds": settings.step_timeout_s, "gates": {"min_probes": 20}}
     stack.services = [service(settings, name)]
     stack.write_config()
-    stack.up()  # fresh service at v1 (and the previous scenario's service removed)
+    stack.up()  # a fresh service at v1; the previous case's gone, a lost node restarted
     endpoint = stack.endpoint(name)
     sampler = Sampler(stack, name, endpoint.rsplit("/", 1)[0] + RESERVED_PREFIX + "routes").start()
-    load = LoadProcess(endpoint, settings.clients, workdir / f"{name}.jsonl")
+    load, offered = start_load(endpoint, settings, case, workdir / f"{name}.jsonl")
     time.sleep(settings.warmup_s)
-    stack.services = [service(settings, name, **versions(scenario.target, corrupt))]
+    killer = NodeKiller(stack, sampler, name, "v1").start() if case.scenario == "node-loss" else None
+    stack.services = [service(settings, name, **target_version(case.scenario, corrupt))]
     stack.write_config()
     t0 = time.time()
     result = stack.up(check=False)
     t1 = time.time()
     time.sleep(settings.cooldown_s)
+    if killer:
+        killer.stop()
     records = load.stop()
     sampler.stop()
-    times = controller_times(result, name)
-    plan = plan_rollout(settings.n, scenario.surge)
-    ready = times.get("canary_ready")
-    # The ideal describes a completed rollout; for a rolled-back one it has no meaning.
-    ideal = plan.waves * (ready + settings.bake_s) if ready is not None and result.ok else None
+    lines = controller_lines(result, name)
+    plan = plan_rollout(settings.n, case.peer.surge)
+    ready = milestone(lines, "canary", "deployed")  # from the rollout's first line: PUT to ready
+    bake = settings.bake_s
+    ideal = plan.waves * (ready + bake) if ready is not None and result.ok else None
+    verdict = milestone(lines, ": FAIL:") or milestone(lines, "rolling back")
+    back = milestone(lines, "rollback: all traffic on")
+    steps = time_by_step(lines) if result.ok else None
+    if steps:
+        steps["pulumi and the other resources"] = round((t1 - t0) - steps["controller_total"], 1)
     metrics = {
-        **request_metrics(records, t0, t1),
-        **gpu_metrics(sampler.samples, t0, t1, settings.n),
-        "wall_s": round(t1 - t0, 1),
-        "up_succeeded": result.ok,
-        "waves": plan.waves,
-        "replica_ready_s": ready,
-        "ideal_s": round(ideal, 1) if ideal is not None else None,
+        **request_metrics(records, t0, t1), **gpu_metrics(sampler.samples, t0, t1, settings.n), **offered,
+        "wall_s": round(t1 - t0, 1), "up_succeeded": result.ok, "waves": plan.waves,
+        "replica_ready_s": ready, "ideal_s": round(ideal, 1) if ideal is not None else None,
         "actual_over_ideal": round((t1 - t0) / ideal, 2) if ideal else None,
-        "rollback_s": (round(times["rollback_done"] - times["rollback_verdict"], 1)
-                       if "rollback_done" in times and "rollback_verdict" in times else None),
-        # From the failing verdict to all traffic on the primary again.
-        "detect_to_primary_s": (round(times["primary_all_traffic"] - times["rollback_verdict"], 2)
-                                if "primary_all_traffic" in times and "rollback_verdict" in times else None),
-        "retries": retries_spent(stack, name),
+        "detect_to_primary_s": round(back - verdict, 2) if back is not None and verdict is not None else None,
+        "retries": retries_spent(stack, name), "time_by_step": steps,
+        "node_lost": killer.killed if killer else None,
+        "outcome": ("v2 serves" if result.ok else "failed") if case.scenario in ("healthy", "node-loss")
+        else ("NOT rolled back" if result.ok else "rolled back, v1 serves"),
     }
-    log = [line.strip() for _, _, message in result.diagnostics for line in message.splitlines()
-           if line.strip().startswith(f"[{name}]")]
     return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1,
-            "log": list(dict.fromkeys(log))}
+            "log": [line for _, line in lines]}
 
 
-def run_peer(stack: LocalStack, settings: Settings, scenario: Scenario, index: int, workdir: Path,
-             corrupt: Path) -> dict:
+def run_serve(stack: LocalStack, settings: Settings, case: Case, name: str, workdir: Path, corrupt: Path) -> dict:
     """What a Ray Serve user does without gpuserve: PUT the app with new args and let
-    Serve's own rolling update replace the replicas in place."""
-    name = f"peer{index}"
+    Serve's own rolling update replace the replicas, at the peer's max_surge_percent."""
+    stack.services = [PLACEHOLDER]
+    stack.write_config()
+    stack.up()  # the previous case's service gone, a lost node restarted
     route = f"/{name}"
     http_url = f"http://127.0.0.1:{stack.ports['http_port']}"
 
-    def app(artifact: str, version: str) -> dict:
-        config = {"name": name, "route_prefix": route, "import_path": "runtime.app.model:build",
-                  "args": {"service": name, "version": version, "artifact": artifact},
-                  "deployments": [{"name": apps.MODEL_DEPLOYMENT, "num_replicas": settings.n,
-                                   "max_ongoing_requests": 16, "max_queued_requests": 64,
-                                   "graceful_shutdown_timeout_s": 2,
-                                   "ray_actor_options": {"num_gpus": 1, "num_cpus": 0}}]}
-        return config
+    def app(artifact: str, version: str, runtime_env: dict | None = None) -> dict:
+        deployment = {"name": apps.MODEL_DEPLOYMENT, "num_replicas": settings.n, "max_ongoing_requests": 16,
+                      "max_queued_requests": 64, "graceful_shutdown_timeout_s": 2,
+                      "ray_actor_options": {"num_gpus": 1, "num_cpus": 0}}
+        if case.peer.surge:
+            deployment["max_surge_percent"] = case.peer.surge
+        return {"name": name, "route_prefix": route, "import_path": "runtime.app.model:build",
+                "args": {"service": name, "version": version, "artifact": artifact},
+                "deployments": [deployment], **({"runtime_env": runtime_env} if runtime_env else {})}
 
     models = REPO / "runtime" / "app" / "models"
+    target = target_version(case.scenario, corrupt)
+    artifact = str(corrupt) if case.scenario == "broken" else str(models / "v2.npz")
     with ServeClient(stack.dashboard_url, stack.token()) as serve:
         serve.update_apps(lambda a: {**a, name: app(str(models / "v1.npz"), "v1")})
         wait_app(serve, name, lambda s: s.status == "RUNNING" and s.running_replicas == settings.n, 120)
         sampler = Sampler(stack, name, "")
         sampler.initial_ids = serve.state().apps[name].replica_ids
         sampler.start()
-        load = LoadProcess(http_url + route, settings.clients, workdir / f"{name}.jsonl")
+        load, offered = start_load(http_url + route, settings, case, workdir / f"{name}.jsonl")
         time.sleep(settings.warmup_s)
-        target = versions(scenario.target, corrupt)
-        artifact = str(corrupt) if scenario.target == "broken" else str(models / "v2.npz")
-        new_app = app(artifact, target["version"])
-        if "runtime_env" in target:
-            new_app["runtime_env"] = target["runtime_env"]
+        killer = NodeKiller(stack, sampler, name, "old").start() if case.scenario == "node-loss" else None
         t0 = time.time()
-        serve.update_apps(lambda a: {**a, name: new_app})
+        serve.update_apps(lambda a: {**a, name: app(artifact, target["version"], target.get("runtime_env"))})
         old = set(sampler.initial_ids)
-        if scenario.target == "broken":
-            done = wait_app(serve, name, lambda s: s.status in ("DEPLOY_FAILED", "UNHEALTHY"),
-                            settings.peer_timeout_s)
+        if case.scenario == "broken":
+            done = wait_app(serve, name, lambda s: s.status in ("DEPLOY_FAILED", "UNHEALTHY"), settings.peer_timeout_s)
         else:
             done = wait_app(serve, name, lambda s: s.status == "RUNNING" and s.running_replicas == settings.n
                             and not (s.replica_ids & old), settings.peer_timeout_s)
         t1 = time.time()
         time.sleep(settings.cooldown_s)
+        if killer:
+            killer.stop()
         records = load.stop()
         sampler.stop()
         serve.update_apps(lambda a: {k: v for k, v in a.items() if k != name})
+    after = sorted({r.get("version") for r in records if r["t"] > t1 and r["status"] == 200} - {None})
+    serving = ", ".join(after) or "nothing"
+    outcome = (f"DEPLOY_FAILED; {serving} serves" if case.scenario == "broken" else f"{serving} serves") \
+        if done else f"did not finish in {settings.peer_timeout_s:g}s; {serving} serves"
     metrics = {
-        **request_metrics(records, t0, t1),
-        **gpu_metrics(sampler.samples, t0, t1, settings.n),
-        "wall_s": round(t1 - t0, 1),
-        "completed": done,
-        "final_status": peer_outcome(scenario, records, t1),
-        "waves": None, "replica_ready_s": None, "ideal_s": None, "actual_over_ideal": None, "rollback_s": None,
-        "detect_to_primary_s": None, "retries": None, "up_succeeded": None,
+        **request_metrics(records, t0, t1), **gpu_metrics(sampler.samples, t0, t1, settings.n), **offered,
+        "wall_s": round(t1 - t0, 1), "up_succeeded": None, "waves": None, "replica_ready_s": None,
+        "ideal_s": None, "actual_over_ideal": None, "detect_to_primary_s": None, "retries": None,
+        "time_by_step": None, "node_lost": killer.killed if killer else None, "outcome": outcome,
     }
-    return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1}
-
-
-def peer_outcome(scenario: Scenario, records: list[dict], t1: float) -> str:
-    """What served after the change, from the responses themselves."""
-    after = {r.get("version") for r in records if r["t"] > t1 and r["status"] == 200}
-    if scenario.target == "broken":
-        return f"DEPLOY_FAILED; old replicas serve ({', '.join(sorted(v for v in after if v)) or 'nothing'})"
-    return f"{', '.join(sorted(v for v in after if v)) or 'nothing'} serves"
+    return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1, "log": []}
 
 
 def wait_app(serve: ServeClient, name: str, ready, timeout_s: float) -> bool:
@@ -375,145 +491,63 @@ def wait_app(serve: ServeClient, name: str, ready, timeout_s: float) -> bool:
     return False
 
 
-def gpu_metrics(samples: list[dict], t0: float, t1: float, n: int) -> dict:
-    during = [s["gpus"] for s in samples if "gpus" in s and t0 <= s["t"] <= t1 + 1]
-    peak = max(during, default=None)
-    # Serving capacity: replicas of any version that Serve reports as serving, over N.
-    ready = [sum(s["replicas"].values()) for s in samples if "replicas" in s and t0 <= s["t"] <= t1]
-    return {"peak_gpus": peak, "steady_gpus": float(n),
-            "peak_over_steady": round(peak / n, 2) if peak is not None else None,
-            "min_capacity": round(min(ready) / n, 2) if ready else None}
-
-
-# ------------------------------------------------------------------ output
-def timeline_png(path: Path, title: str, outcome: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t_base = outcome["t0"]
-    samples = outcome["samples"]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
-    versions_seen = sorted({v for s in samples for v in s.get("replicas", {})})
-    shown = [s for s in samples if "replicas" in s]
-    for version in versions_seen:
-        top.step([s["t"] - t_base for s in shown], [s["replicas"].get(version, 0) for s in shown],
-                 where="post", label=f"replicas {version}")
-    top.step([s["t"] - t_base for s in samples if "gpus" in s], [s["gpus"] for s in samples if "gpus" in s],
-             where="post", color="black", linestyle=":", label="GPUs held by this service")
-    failed = [r["t"] - t_base for r in outcome["records"] if r["status"] != 200]
-    if failed:
-        top.plot(failed, [0.1] * len(failed), "rx", markersize=4, label=f"failed requests ({len(failed)})")
-    top.set_ylabel("replicas / GPUs")
-    top.legend(loc="upper left", fontsize=7)
-    weight_versions = sorted({v for s in samples for v in s.get("weights", {})})
-    for version in weight_versions:
-        bottom.step([s["t"] - t_base for s in samples], [s.get("weights", {}).get(version, 0) for s in samples],
-                    where="post", label=f"traffic % {version}")
-    if not weight_versions:
-        # The peer has no router: show the served versions of the load instead.
-        served: dict[str, list[float]] = {}
-        for r in outcome["records"]:
-            if r["status"] == 200 and r.get("version"):
-                served.setdefault(r["version"], []).append(r["t"] - t_base)
-        for version, times in sorted(served.items()):
-            bottom.hist(times, bins=60, alpha=0.5, label=f"responses from {version}")
-    bottom.set_ylabel("traffic")
-    bottom.set_xlabel("seconds from the change")
-    bottom.legend(loc="upper left", fontsize=7)
-    for axis in (top, bottom):
-        axis.axvline(0, color="grey", linewidth=0.8)
-        axis.axvline(outcome["t1"] - t_base, color="grey", linewidth=0.8, linestyle="--")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-COLUMNS = [
-    ("scenario", "scenario"), ("sent", "sent"), ("failed", "failed"), ("failure_rate", "fail rate"),
-    ("p50_ms_before", "p50 ms before"), ("p50_ms_during", "p50 ms during"),
-    ("p99_ms_before", "p99 ms before"), ("p99_ms_during", "p99 ms during"),
-    ("peak_over_steady", "peak/steady GPUs"), ("min_capacity", "min capacity"), ("wall_s", "change s"), ("ideal_s", "ideal s"),
-    ("actual_over_ideal", "actual/ideal"), ("rollback_s", "rollback s"),
-    ("detect_to_primary_s", "detect-to-primary s"), ("retries", "retries"), ("outcome", "outcome"),
-]
-
-
-def markdown(rows: list[dict]) -> str:
-    def cell(key: str, value) -> str:
-        if value is None:
-            return "–"
-        if key == "failure_rate":
-            return f"{value:.2%}"
-        return f"{value:g}" if isinstance(value, float) else str(value)
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        lines.append("| " + " | ".join(cell(key, row.get(key)) for key, _ in COLUMNS) + " |")
-    return "\n".join(lines)
-
-
-def outcome_text(scenario: Scenario, metrics: dict) -> str:
-    if scenario.kind == "peer":
-        return metrics["final_status"] if metrics["completed"] else "did not finish"
-    if scenario.target == "v2":
-        return "v2 serves" if metrics["up_succeeded"] else "failed"
-    return "NOT rolled back" if metrics["up_succeeded"] else "rolled back, v1 serves"
-
-
+# ------------------------------------------------------------------ the run
 def machine(stack: LocalStack) -> dict:
     import ray
 
-    pulumi_version = str(stack.workspace.pulumi_command.version)
     return {"cores": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
-            "pulumi": pulumi_version, "platform": platform.platform()}
+            "pulumi": str(stack.workspace.pulumi_command.version), "platform": platform.platform()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments(__doc__, "one short scenario, few requests (for tests)", argv)
-    settings = SMOKE if args.smoke else Settings()
+    from bench import report
+
+    args = arguments(__doc__, "one short case per peer of two, few requests (for tests)", argv,
+                     quick="every peer, healthy rollout, moderate load, N=2 (< 5 min)")
+    settings = SMOKE if args.smoke else QUICK if args.quick else Settings()
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    rows, results = [], []
+    cases = settings.cases()
+    results = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="gpuserve-bench-") as tmp:
         workdir = Path(tmp)
         corrupt = workdir / "broken.npz"
         corrupt.write_bytes(b"not a numpy archive")
-        stack = LocalStack(workdir / "stack", gpus=2 * settings.n, services=[service(settings, "s0")],
+        # Room for blue/green (2N) and the placeholder's sliver: one node more.
+        nodes = -(-2 * settings.n // settings.gpus_per_node) + 1
+        stack = LocalStack(workdir / "stack", gpus=nodes * settings.gpus_per_node,
+                           pool={"gpus_per_node": settings.gpus_per_node}, services=[PLACEHOLDER],
                            rollout={"bake_seconds": settings.bake_s})
         try:
             stack.up()
-            for index, scenario in enumerate(settings.scenarios, start=1):
-                runner = run_gpuserve if scenario.kind == "gpuserve" else run_peer
-                print(f"[bench] {index}/{len(settings.scenarios)} {scenario.name} ...", flush=True)
-                outcome = runner(stack, settings, scenario, index, workdir, corrupt)
+            host = machine(stack)
+            for index, case in enumerate(cases, start=1):
+                print(f"[bench] {index}/{len(cases)} {case.name} ...", flush=True)
+                runner = run_gpuserve if case.peer.kind == "gpuserve" else run_serve
+                outcome = runner(stack, settings, case, f"c{index}", workdir, corrupt)
                 metrics = outcome["metrics"]
-                metrics["outcome"] = outcome_text(scenario, metrics)
-                png = args.out / f"{stamp}-{index}-{re.sub(r'[^a-z0-9]+', '-', scenario.name.lower()).strip('-')}.png"
-                timeline_png(png, scenario.name, outcome)
-                rows.append({"scenario": scenario.name, **metrics})
-                results.append({"scenario": scenario.name, "kind": scenario.kind, "target": scenario.target,
-                                "max_surge_percent": scenario.surge if scenario.kind == "gpuserve" else None,
-                                "metrics": metrics, "timeline_png": png.name,
-                                "controller_log": outcome.get("log", []),
+                png = args.out / f"{stamp}-{index:02d}-{case.slug}.png"
+                report.timeline_png(png, case.name, outcome)
+                results.append({"case": case.name, "peer": case.peer.key, "peer_title": case.peer.title,
+                                "scenario": case.scenario, "load": case.load, "max_surge_percent": case.peer.surge,
+                                "metrics": metrics, "timeline_png": png.name, "controller_log": outcome["log"],
                                 "samples": len(outcome["samples"]), "requests": len(outcome["records"])})
-                print(f"[bench]   sent {metrics['sent']} failed {metrics['failed']} "
-                      f"peak/steady {metrics['peak_over_steady']} in {metrics['wall_s']}s: {metrics['outcome']}",
-                      flush=True)
+                print(f"[bench]   sent {metrics['sent']} failed {metrics['failed']} peak/steady "
+                      f"{metrics['peak_over_steady']} in {metrics['wall_s']}s: {metrics['outcome']}", flush=True)
         finally:
             stack.destroy()
-    table = markdown(rows)
-    report = {"timestamp": stamp, "machine": machine(stack), "settings": {
-        "n": settings.n, "clients": settings.clients, "warmup_s": settings.warmup_s, "bake_s": settings.bake_s,
-        "gpus_per_replica": 1, "sample_period_s": 0.25}, "duration_s": round(time.monotonic() - started, 1),
-        "scenarios": results, "table": table}
-    (args.out / f"{stamp}.json").write_text(json.dumps(report, indent=1))
-    (args.out / f"{stamp}.md").write_text(table + "\n")
+    settings_record = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(settings).items()}
+    data = {"timestamp": stamp, "mode": settings.mode, "machine": host,
+            "settings": {**settings_record, "gpus_per_replica": 1, "sample_period_s": 0.25,
+                         "percentile_method": PERCENTILE_METHOD},
+            "duration_s": round(time.monotonic() - started, 1), "cases": results}
+    path = args.out / f"{stamp}-rollouts.json"
+    path.write_text(json.dumps(data, indent=1))
+    table = report.markdown(data)
+    path.with_suffix(".md").write_text(table + "\n")
     print(table)
-    print(f"\n[bench] wrote {args.out / (stamp + '.json')} in {report['duration_s']}s")
+    print(f"\n[bench] wrote {path} in {data['duration_s']}s")
     return 0
 
 

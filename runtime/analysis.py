@@ -26,6 +26,15 @@ import httpx
 import numpy as np
 from scipy.stats import mannwhitneyu
 
+# The one percentile rule of gates and bench: numpy's "linear" method (Hyndman & Fan's
+# type 7, numpy's and R's default), interpolating between the two nearest ranks.
+PERCENTILE_METHOD = "linear"
+
+
+def percentile(values, q: float) -> float:
+    """The q-th percentile (0-100) of `values` by PERCENTILE_METHOD; 0.0 for none."""
+    return float(np.percentile(values, q, method=PERCENTILE_METHOD)) if len(values) else 0.0
+
 
 @dataclass(frozen=True)
 class Figures:
@@ -42,11 +51,11 @@ class Figures:
 
     @property
     def p50_ms(self) -> float:
-        return float(np.median(self.latencies_ms)) if self.latencies_ms else 0.0
+        return percentile(self.latencies_ms, 50)
 
     @property
     def p95_ms(self) -> float:
-        return float(np.percentile(self.latencies_ms, 95)) if self.latencies_ms else 0.0
+        return percentile(self.latencies_ms, 95)
 
     def summary(self) -> dict:
         return {"requests": self.requests, "errors": self.errors, "client_errors": self.client_errors,

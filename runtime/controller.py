@@ -15,8 +15,9 @@ Every step prints one flushed line; Pulumi shows a provider's stdout as info mes
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from runtime.decisions import Intent, Move, decide
 from runtime.errors import RolloutFailed
@@ -55,6 +56,16 @@ class RolloutController:
         self.history = History()
         self.t0 = time.monotonic()
         self.baseline_p95_ms: float | None = None
+        # Where a rollout's time goes, by kind of step (seconds): said when it completes.
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[step] = self.timings.get(step, 0.0) + time.monotonic() - start
 
     def live(self) -> LiveService:
         return self.serve.live()
@@ -220,25 +231,40 @@ class RolloutController:
                                 "`pulumi up` again to finish it") from exc
 
     def _deploy_canary(self, primary: str, canary: str, started: float, step: Step, plan: Plan) -> bool:
-        self.serve.put_declared_version(step.canary_replicas)
-        self.serve.write_router(primary, canary, 0, started)
-        self.serve.wait_ready(canary, step.canary_replicas, purpose="canary deploy", on_fail=_serve_gate)
+        with self.timed("deploy"):
+            self.serve.put_declared_version(step.canary_replicas)
+            self.serve.write_router(primary, canary, 0, started)
+        with self.timed("ready wait"):
+            self.serve.wait_ready(canary, step.canary_replicas, purpose="canary deploy", on_fail=_serve_gate)
         self.say(f"canary {canary} deployed: {step.canary_replicas} ready at 0% traffic", step=step.kind.value,
                  primary_replicas=step.primary_replicas, canary_replicas=step.canary_replicas, canary_traffic=0)
-        self._measure_baseline(primary, canary, started)
+        with self.timed("baseline"):
+            self._measure_baseline(primary, canary, started)
         return False
 
     def _shift_and_gate(self, primary: str, canary: str, started: float, step: Step) -> None:
         """Move the canary's traffic share to the step's, bake, and judge the gates."""
-        self.serve.shift(primary, canary, step.canary_traffic, started, self.baseline_p95_ms)
+        with self.timed("traffic shift"):
+            self.serve.shift(primary, canary, step.canary_traffic, started, self.baseline_p95_ms)
         if step.gated:
+            judged = self.timings.get("gate", 0.0)
+            start = time.monotonic()
             verdict = self._bake_and_gate(primary, canary, step)
+            # The bake is the waiting; the time spent judging is the gate's.
+            self.timings["bake"] = (self.timings.get("bake", 0.0) + time.monotonic() - start
+                                    - (self.timings.get("gate", 0.0) - judged))
             if not verdict.passed:
                 raise GateFailed(verdict)
 
     def _wave(self, primary: str, canary: str, started: float, step: Step, plan: Plan) -> bool:
         self._shift_and_gate(primary, canary, started, step)
-        self.serve.resize(primary, step.primary_replicas, canary, step.canary_replicas, on_fail=_serve_gate)
+        # Shrink first and wait until the replicas are gone, so the surge budget holds at
+        # every instant, then grow the canary into the freed GPUs.
+        with self.timed("drain"):
+            self.serve.scale(primary, step.primary_replicas)
+        with self.timed("ready wait"):
+            self.serve.scale(canary, step.canary_replicas, on_fail=_serve_gate,
+                             purpose=f"growing canary {canary} to {step.canary_replicas}")
         t = step.canary_traffic
         self.say(f"wave {step.wave}/{plan.waves}: {canary} {step.canary_replicas} replicas at {t:.4g}%, "
                  f"{primary} {step.primary_replicas} replicas at {100 - t:.4g}%", step="wave", wave=step.wave,
@@ -258,11 +284,22 @@ class RolloutController:
         # graceful_shutdown_timeout_s to finish, then delete it.
         drain = self.spec.scaling.graceful_shutdown_timeout_s
         self.say(f"wave {step.wave}: {canary} serves 100%; draining {primary} for {drain:g}s")
-        time.sleep(drain)
-        self.serve.remove_version(primary, canary)
+        with self.timed("drain"):
+            time.sleep(drain)
+        with self.timed("delete"):
+            self.serve.remove_version(primary, canary)
         self.say(f"rollout complete: {canary} is primary with {step.canary_replicas} replicas",
                  step="finish", wave=step.wave, canary_traffic=100)
+        self._said_timings()
         return True
+
+    def _said_timings(self) -> None:
+        """One line of where the rollout's time went, by kind of step, in STEP_ORDER."""
+        spent = {k: round(self.timings[k], 2) for k in STEP_ORDER if k in self.timings}
+        total = time.monotonic() - self.t0
+        parts = ", ".join(f"{k} {v:.1f}s" for k, v in spent.items())
+        self.say(f"time by step: {parts}; other {max(0.0, total - sum(spent.values())):.1f}s of {total:.1f}s",
+                 step="timings", timings=spent, total_s=round(total, 2))
 
     # --------------------------------------------------------------- rollback
     def _rollback(self, live: LiveService, reason: str, wave: int = 0, waves: int = 0,
@@ -358,10 +395,11 @@ class RolloutController:
                                    f"minutes passed during the bake of wave {step.wave}")
             if gates.enabled:
                 latest = []
-                if gates.uses_splitter:
-                    latest.append(self.traffic.judge(gates, primary, canary, since_ms))
-                if metrics is not None:
-                    latest.append(metrics.judge(self.spec.service, primary, canary))
+                with self.timed("gate"):
+                    if gates.uses_splitter:
+                        latest.append(self.traffic.judge(gates, primary, canary, since_ms))
+                    if metrics is not None:
+                        latest.append(metrics.judge(self.spec.service, primary, canary))
                 self._evaluated(step, latest, gates.window_seconds)
                 failed = next((j for j in latest if j.passed is False), None)
                 if failed is not None:
@@ -372,7 +410,9 @@ class RolloutController:
         if any(j.passed for j in latest):
             detail = "; ".join(j.detail for j in latest)
             return self._gate_said(step, GateVerdict(True, next(j.gate for j in latest if j.passed), detail))
-        return self._gate_said(step, self.prober.evaluate(gates, self.baseline_p95_ms))
+        with self.timed("gate"):
+            verdict = self.prober.evaluate(gates, self.baseline_p95_ms)
+        return self._gate_said(step, verdict)
 
     def _evaluated(self, step: Step, judgements: list, window_s: float) -> None:
         """Every evaluation is on record: in the history, and one line in the log."""
@@ -417,6 +457,8 @@ class RolloutController:
 
 
 _WORD = {True: "pass", False: "FAIL", None: "no verdict"}
+# The kinds of step a rollout's time is counted in (RolloutController.timed).
+STEP_ORDER = ("deploy", "ready wait", "baseline", "traffic shift", "bake", "gate", "drain", "delete")
 # Verdicts that say the canary fails requests (not merely slow, nor late): its rollback
 # moves all traffic to the primary at once rather than as the primary's replicas allow.
 URGENT_GATES = frozenset({"traffic-errors", "success-rate", "serve-status"})

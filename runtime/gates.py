@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -63,10 +62,7 @@ class GateVerdict:
 
 
 def p95(latencies_ms: list[float]) -> float:
-    if not latencies_ms:
-        return 0.0
-    ordered = sorted(latencies_ms)
-    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    return analysis.percentile(latencies_ms, 95)
 
 
 def serve_status_verdict(app: AppState) -> GateVerdict:

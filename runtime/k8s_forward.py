@@ -197,31 +197,10 @@ def dial_head(core: Any, ref: DashboardRef) -> Callable[[], Any]:
                               ports=str(ref.port))
         stream = forward.socket(ref.port)
         stream.setblocking(True)
-        return _Stream(stream, forward)
+        # Closing this end is the whole goodbye: the client's proxy thread then closes the
+        # websocket itself (closing its socket from here races that thread's recv()).
+        return stream
     return dial
-
-
-class _Stream:
-    """One port-forward's socket, whose close also ends its websocket: when the server
-    closes first, the client answers the close frame but can leave the TCP connection
-    open until garbage collection (seen against the test's API server)."""
-
-    def __init__(self, stream: Any, forward: Any):
-        self._stream, self._forward = stream, forward
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
-
-    def recv(self, size: int) -> bytes:
-        return self._stream.recv(size)
-
-    def sendall(self, data: bytes) -> None:
-        self._stream.sendall(data)
-
-    def close(self) -> None:
-        self._stream.close()
-        with contextlib.suppress(Exception):
-            self._forward.websocket.shutdown()
 
 
 @contextlib.contextmanager

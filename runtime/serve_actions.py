@@ -86,12 +86,6 @@ class ServeActions:
         self.apply(lambda a: {**a, name: _with_replicas(a[name], replicas, self.spec)})
         self.wait_ready(version, replicas, purpose=purpose or f"scaling {version} to {replicas}", on_fail=on_fail)
 
-    def resize(self, primary: str, p: int, canary: str, c: int, on_fail: OnFail) -> None:
-        # Shrink first and wait until the replicas are gone, so the surge budget holds at
-        # every instant, then grow the canary into the freed GPUs.
-        self.scale(primary, p)
-        self.scale(canary, c, on_fail=on_fail, purpose=f"growing canary {canary} to {c}")
-
     def write_router(self, primary: str, canary: str | None, canary_traffic: float,
                      started: float | None = None, baseline_p95_ms: float | None = None) -> None:
         weights = {primary: round(100 - canary_traffic, 4)}

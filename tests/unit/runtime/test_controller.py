@@ -210,7 +210,17 @@ def test_a_healthy_rollout_records_deploy_baseline_gated_waves_and_finish():
              if e.get("step") and e["step"] != "evaluation"]
     assert kinds == [("deploy-canary", None), ("baseline", None),
                      ("gate", 1), ("wave", 1), ("gate", 2), ("wave", 2), ("gate", 3), ("wave", 3),
-                     ("gate", 4), ("finish", 4)]
+                     ("gate", 4), ("finish", 4), ("timings", None)]
+
+
+def test_a_completed_rollout_says_where_its_time_went_by_kind_of_step():
+    serve = serving("v1")
+    controller = converge(serve, spec("v2"))
+    (entry,) = [e for e in controller.history.entries if e.get("step") == "timings"]
+    assert {"deploy", "ready wait", "traffic shift", "bake", "gate", "drain", "delete"} <= set(entry["timings"])
+    assert all(v >= 0 for v in entry["timings"].values())
+    assert sum(entry["timings"].values()) <= entry["total_s"] + 0.01
+    assert entry["message"].startswith("time by step: deploy ")
 
 
 def test_converging_again_after_a_rollout_changes_nothing():

@@ -70,8 +70,10 @@ def test_a_running_app_passes_the_status_gate():
     assert serve_status_verdict(app("RUNNING", "HEALTHY")).passed
 
 
-def test_p95_of_twenty_samples_is_the_nineteenth():
-    assert p95([float(i) for i in range(1, 21)]) == 19.0
+def test_p95_is_numpys_linear_percentile_the_one_rule_of_gates_and_bench():
+    # Between the 19th and 20th of twenty: 19 + 0.05 x (20 - 19).
+    assert p95([float(i) for i in range(1, 21)]) == pytest.approx(19.05)
+    assert p95([]) == 0.0
 
 
 def test_a_loaded_canary_is_judged_against_the_primarys_load_before_the_rollout():

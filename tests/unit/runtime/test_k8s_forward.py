@@ -24,6 +24,9 @@ from websockets.sync.server import serve
 from runtime.k8s_forward import DashboardRef, ForwardError, dashboard, head_pod
 from runtime.serve_api import ServeClient
 
+# A port-forward thread that dies with a traceback would print it into `pulumi up`.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+
 API_TOKEN = "kube-api-token"
 DASHBOARD_TOKEN = "dashboard-token"
 REF = "k8s-portforward://serving/gpuserve-gpu:8265"
@@ -59,7 +62,10 @@ class FakeApiServer:
         self.dashboard_port, self.pods = dashboard_port, pods
         self.seen: list[tuple[str, str, str | None]] = []  # (kind, detail, authorization)
         self.server = serve(self._forward, "127.0.0.1", 0, process_request=self._request,
-                            subprotocols=["v4.channel.k8s.io"], compression=None)
+                            subprotocols=["v4.channel.k8s.io"], compression=None,
+                            # The client answers a server's close frame but leaves its socket to
+                            # the garbage collector: do not wait for it at shutdown.
+                            close_timeout=0.5)
         self.url = f"http://127.0.0.1:{self.server.socket.getsockname()[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
