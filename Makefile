@@ -30,7 +30,7 @@ PULUMI := $(CURDIR)/.tools/supervised/bin/pulumi
 PACK ?= policies
 POLICY_FLAGS := $(if $(PACK),--policy-pack $(PACK)/run-pack,)
 
-.PHONY: help setup venv pulumi-cli crds splitter supervisor prometheus stack new-stack check-config up down preview refresh recover test test-fast bench clean constraints
+.PHONY: help setup venv pulumi-cli crds splitter supervisor prometheus stack new-stack check-config up down preview refresh recover test test-fast bench bench-quick clean constraints
 
 help:
 	@echo "make up        set everything up and run 'pulumi up' on the local stack"
@@ -41,7 +41,8 @@ help:
 	@echo "make down      pulumi destroy of STACK; stops the local Ray head"
 	@echo "make recover   clear what a killed 'pulumi up' leaves in state, then refresh"
 	@echo "make bench     rollout safety and GPU cost vs Ray Serve's own update; router overhead;"
-	@echo "               false rollbacks of identical code; preview cost"
+	@echo "               false rollbacks of identical code; preview cost (about 90 min)"
+	@echo "make bench-quick  every peer's healthy rollout at moderate load, N=2 (< 5 min)"
 
 setup: venv pulumi-cli crds splitter supervisor
 
@@ -123,10 +124,14 @@ test-fast: venv crds splitter supervisor
 
 bench: setup
 	$(PY) -m bench.run
+	$(PY) -m bench.report --readme
 	$(PY) -m bench.router_overhead
 	$(PY) -m bench.false_rollbacks
 	$(PY) -m bench.preview_scale
 	$(PY) -m bench.node_memory
+
+bench-quick: setup
+	$(PY) -m bench.run --quick
 
 clean: down
 	rm -rf $(STATE)

@@ -280,12 +280,14 @@ class RolloutController:
 
     def _finish(self, primary: str, canary: str, started: float, step: Step, plan: Plan) -> bool:
         self._shift_and_gate(primary, canary, started, step)
-        # The canary carries 100%: give the primary's in-flight requests
-        # graceful_shutdown_timeout_s to finish, then delete it.
+        # The canary carries 100% on every splitter instance (the shift waited for that),
+        # so no new request reaches the primary. Deleting it now is the drain: Serve stops
+        # each replica gracefully, letting its in-flight requests (streams included) finish
+        # for up to graceful_shutdown_timeout_s. (A sleep of that length first, as before,
+        # only made every rollout that much longer: 10 s by default.)
         drain = self.spec.scaling.graceful_shutdown_timeout_s
-        self.say(f"wave {step.wave}: {canary} serves 100%; draining {primary} for {drain:g}s")
-        with self.timed("drain"):
-            time.sleep(drain)
+        self.say(f"wave {step.wave}: {canary} serves 100%; draining {primary} as it is deleted "
+                 f"(in-flight requests get up to {drain:g}s)")
         with self.timed("delete"):
             self.serve.remove_version(primary, canary)
         self.say(f"rollout complete: {canary} is primary with {step.canary_replicas} replicas",

@@ -8,25 +8,29 @@ import json
 import pytest
 
 from bench import run
+from tests.unit.bench.test_report import FIELDS
 
 pytestmark = pytest.mark.integration
 
-FIELDS = {"sent", "failed", "failure_rate", "failed_by_status", "failed_by_exception", "p50_ms_before",
-          "p99_ms_before", "p50_ms_during", "p99_ms_during", "peak_gpus", "steady_gpus", "peak_over_steady",
-          "min_capacity", "wall_s", "waves", "replica_ready_s", "ideal_s", "actual_over_ideal", "rollback_s",
-          "detect_to_primary_s", "retries", "outcome"}
+def test_a_smoke_run_writes_every_figure_for_gpuserve_and_serves_own_update(tmp_path):
+    from bench import report
 
-
-def test_a_smoke_run_writes_every_field(tmp_path):
     assert run.main(["--smoke", "--out", str(tmp_path)]) == 0
-    (report_path,) = tmp_path.glob("*.json")
-    report = json.loads(report_path.read_text())
-    assert {"cores", "ray", "pulumi"} <= set(report["machine"])
-    (scenario,) = report["scenarios"]
-    assert FIELDS <= set(scenario["metrics"])
-    assert scenario["metrics"]["sent"] > 0
-    assert (tmp_path / scenario["timeline_png"]).stat().st_size > 1000
-    assert "| scenario |" in (tmp_path / report_path.name.replace(".json", ".md")).read_text()
+    (path,) = tmp_path.glob("*-rollouts.json")
+    data = json.loads(path.read_text())
+    assert {"cores", "ray", "pulumi"} <= set(data["machine"]) and data["settings"]["percentile_method"] == "linear"
+    assert [c["peer"] for c in data["cases"]] == ["gpuserve", "serve-surge"]
+    for case in data["cases"]:
+        assert FIELDS <= set(case["metrics"]), FIELDS - set(case["metrics"])
+        assert case["metrics"]["sent"] > 0 and case["metrics"]["min_capacity"] is not None
+        assert (tmp_path / case["timeline_png"]).stat().st_size > 1000
+    gpuserve = data["cases"][0]["metrics"]
+    assert gpuserve["failed"] == 0, gpuserve
+    assert gpuserve["ideal_s"] and gpuserve["actual_over_ideal"]
+    # Where the time went: every kind of step of a completed rollout, and Pulumi's share.
+    assert {"deploy", "ready wait", "bake", "traffic shift", "drain", "delete",
+            "pulumi and the other resources"} <= set(gpuserve["time_by_step"])
+    assert "| peer |" in report.markdown(data)
 
 
 def test_a_smoke_run_of_the_router_overhead_bench_writes_every_column(tmp_path):
