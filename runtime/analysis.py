@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import httpx
 import numpy as np
-from scipy.stats import mannwhitneyu
 
 # The one percentile rule of gates and bench: numpy's "linear" method (Hyndman & Fan's
 # type 7, numpy's and R's default), interpolating between the two nearest ranks.
@@ -108,6 +107,10 @@ def latency_shift(canary_ms, primary_ms, t: Thresholds) -> Shift:
     """The latency test shared by real traffic and probes. Pure."""
     slower_by = float(np.median(canary_ms) - np.median(primary_ms))
     slack = max(t.latency_slack_ms, t.latency_slack_ratio * float(np.median(primary_ms)))
+    # Imported here: scipy.stats takes about a second to import, which every rollout would
+    # otherwise pay before its first move; the bake's first evaluation absorbs it.
+    from scipy.stats import mannwhitneyu
+
     p = float(mannwhitneyu(canary_ms, primary_ms, alternative="greater").pvalue)
     return Shift(p, slower_by, slack)
 

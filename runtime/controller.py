@@ -41,7 +41,7 @@ class GateFailed(Exception):
 
 class RolloutController:
     def __init__(self, spec: ServiceSpec, client: ServeClient, prober: Prober | None = None,
-                 log: Callable[[str], None] | None = None, poll_s: float = 0.5,
+                 log: Callable[[str], None] | None = None, poll_s: float = 0.25,
                  traffic: TrafficGate | None = None,
                  metrics_gate: Callable[[GateConfig], PrometheusGate | None] | None = None):
         self.spec = spec

@@ -26,7 +26,7 @@ OnFail = Callable[[str], None] | None  # called with the reason before a wait gi
 
 
 class ServeActions:
-    def __init__(self, spec: ServiceSpec, client: ServeClient, poll_s: float = 0.5):
+    def __init__(self, spec: ServiceSpec, client: ServeClient, poll_s: float = 0.25):
         self.spec = spec
         self.client = client
         self.poll_s = poll_s
