@@ -364,8 +364,11 @@ def target_version(scenario: str, corrupt: Path) -> dict:
 
 
 def service(settings: Settings, name: str, **version) -> dict:
+    # request_timeout_s as long as the clients' own (30 s): the Serve peers have no per-app
+    # timeout, and a shorter one here turned saturation's queueing into 504s for gpuserve
+    # alone (run 20261130T035742Z, where it was 2 s).
     return {"name": name, "pool": "gpu", "num_replicas": settings.n, "ray_actor_options": {"num_gpus": 1},
-            "graceful_shutdown_timeout_s": 2, "request_timeout_s": 2, "max_ongoing_requests": 16,
+            "graceful_shutdown_timeout_s": 2, "request_timeout_s": 30, "max_ongoing_requests": 16,
             "max_queued_requests": 64, **({"version": "v1"} | version)}
 
 
