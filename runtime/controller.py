@@ -58,6 +58,7 @@ class RolloutController:
         self.baseline_p95_ms: float | None = None
         # Where a rollout's time goes, by kind of step (seconds): said when it completes.
         self.timings: dict[str, float] = {}
+        self._judging_since_ms: int | None = None
 
     @contextlib.contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -260,11 +261,15 @@ class RolloutController:
         self._shift_and_gate(primary, canary, started, step)
         # Shrink first and wait until the replicas are gone, so the surge budget holds at
         # every instant, then grow the canary into the freed GPUs.
+        # The canary keeps its share of real traffic while replicas change: the gates keep
+        # judging it (a version that starts failing between two bakes is caught then, not
+        # at the next wave's bake, after the splitter's retry budget is spent).
+        watch = self._watch(primary, canary, step)
         with self.timed("drain"):
-            self.serve.scale(primary, step.primary_replicas)
+            self.serve.scale(primary, step.primary_replicas, watch=watch)
         with self.timed("ready wait"):
             self.serve.scale(canary, step.canary_replicas, on_fail=_serve_gate,
-                             purpose=f"growing canary {canary} to {step.canary_replicas}")
+                             purpose=f"growing canary {canary} to {step.canary_replicas}", watch=watch)
         t = step.canary_traffic
         self.say(f"wave {step.wave}/{plan.waves}: {canary} {step.canary_replicas} replicas at {t:.4g}%, "
                  f"{primary} {step.primary_replicas} replicas at {100 - t:.4g}%", step="wave", wave=step.wave,
@@ -378,6 +383,38 @@ class RolloutController:
                 f"before {step.kind.value} {step.wave or ''}".rstrip(),
             ))
 
+    def _judge_traffic(self, primary: str, canary: str, step: Step, since_ms: int, metrics) -> list:
+        """One evaluation of real traffic by every configured source, on record."""
+        gates = self.spec.rollout.gates
+        latest = []
+        with self.timed("gate"):
+            if gates.uses_splitter:
+                latest.append(self.traffic.judge(gates, primary, canary, since_ms))
+            if metrics is not None:
+                latest.append(metrics.judge(self.spec.service, primary, canary))
+        self._evaluated(step, latest, gates.window_seconds)
+        return latest
+
+    def _watch(self, primary: str, canary: str, step: Step) -> Callable[[], None] | None:
+        """A check for the polls of a wait while the canary carries traffic: the bake's
+        real-traffic judges, every `evaluate_every_seconds`; a breach raises GateFailed."""
+        gates = self.spec.rollout.gates
+        if not gates.enabled or not step.canary_traffic:
+            return None
+        metrics = self.metrics_gate(gates)
+        since_ms = self._judging_since_ms or int(time.time() * 1000)
+        last = [time.monotonic()]
+
+        def check() -> None:
+            if time.monotonic() - last[0] < gates.evaluate_every_seconds:
+                return
+            last[0] = time.monotonic()
+            failed = next((j for j in self._judge_traffic(primary, canary, step, since_ms, metrics)
+                           if j.passed is False), None)
+            if failed is not None:
+                raise GateFailed(self._gate_said(step, GateVerdict(False, failed.gate, failed.detail)))
+        return check
+
     def _bake_and_gate(self, primary: str, canary: str, step: Step) -> GateVerdict:
         """Through the bake, every `evaluate_every_seconds`: the canary's Serve status and
         the real traffic of the last window, from each configured source (the splitter's
@@ -385,6 +422,7 @@ class RolloutController:
         judge only if no source had enough real traffic to judge."""
         gates = self.spec.rollout.gates
         since_ms = int(time.time() * 1000)
+        self._judging_since_ms = since_ms  # this wave's traffic, judged until the next shift
         end = time.monotonic() + self.spec.rollout.bake_seconds
         metrics = self.metrics_gate(gates)  # one per bake: it counts failed queries in a row
         latest: list = []
@@ -396,13 +434,7 @@ class RolloutController:
                 return GateVerdict(False, "deadline", f"rollout deadline of {self.spec.rollout.deadline_minutes:g} "
                                    f"minutes passed during the bake of wave {step.wave}")
             if gates.enabled:
-                latest = []
-                with self.timed("gate"):
-                    if gates.uses_splitter:
-                        latest.append(self.traffic.judge(gates, primary, canary, since_ms))
-                    if metrics is not None:
-                        latest.append(metrics.judge(self.spec.service, primary, canary))
-                self._evaluated(step, latest, gates.window_seconds)
+                latest = self._judge_traffic(primary, canary, step, since_ms, metrics)
                 failed = next((j for j in latest if j.passed is False), None)
                 if failed is not None:
                     return self._gate_said(step, GateVerdict(False, failed.gate, failed.detail))

@@ -81,10 +81,12 @@ class ServeActions:
         app = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, replicas, self.code_uri())
         self.apply(lambda a: {**a, app["name"]: app})
 
-    def scale(self, version: str, replicas: int, on_fail: OnFail = None, purpose: str | None = None) -> None:
+    def scale(self, version: str, replicas: int, on_fail: OnFail = None, purpose: str | None = None,
+              watch: Callable[[], None] | None = None) -> None:
         name = apps.version_app_name(self.spec.service, version)
         self.apply(lambda a: {**a, name: _with_replicas(a[name], replicas, self.spec)})
-        self.wait_ready(version, replicas, purpose=purpose or f"scaling {version} to {replicas}", on_fail=on_fail)
+        self.wait_ready(version, replicas, purpose=purpose or f"scaling {version} to {replicas}", on_fail=on_fail,
+                        watch=watch)
 
     def write_router(self, primary: str, canary: str | None, canary_traffic: float,
                      started: float | None = None, baseline_p95_ms: float | None = None) -> None:
@@ -163,9 +165,11 @@ class ServeActions:
         raise RolloutFailed(f"the splitter at {url} did not apply {self.spec.service} weights {want} "
                             f"within 60s; it reports {last}")
 
-    def wait_ready(self, version: str, replicas: int, purpose: str, on_fail: OnFail) -> None:
+    def wait_ready(self, version: str, replicas: int, purpose: str, on_fail: OnFail,
+                   watch: Callable[[], None] | None = None) -> None:
         """Wait until exactly `replicas` replicas of `version` run. A failed Serve status or
-        the step timeout calls `on_fail(reason)` (which may raise), then raises RolloutFailed."""
+        the step timeout calls `on_fail(reason)` (which may raise), then raises RolloutFailed.
+        `watch`, if given, runs between polls (and may raise to end the wait)."""
         timeout_s, cause = self.spec.rollout.step_timeout_seconds, "step_timeout_seconds"
         if self.deadline is not None and self.deadline - time.time() < timeout_s:
             timeout_s, cause = max(0.0, self.deadline - time.time()), "the rollout's deadline_minutes"
@@ -183,6 +187,8 @@ class ServeActions:
             if time.monotonic() > deadline:
                 self._give_up(f"{purpose}: not ready within {timeout_s:.0f}s ({cause}; "
                               f"status {app.status if app else 'missing'})", on_fail)
+            if watch is not None:
+                watch()
             time.sleep(self.poll_s)
 
     def wait_gone(self, version: str, timeout_s: float = 120.0) -> None:

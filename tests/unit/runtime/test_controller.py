@@ -266,6 +266,19 @@ def test_a_breach_in_real_traffic_ends_the_bake_at_once_and_rolls_back():
     assert_serves_only(serve, "v1")
 
 
+def test_a_canary_that_starts_failing_while_replicas_change_is_caught_before_the_next_wave():
+    # Bake 2 s: wave 1 is judged at 0, 1 and 2 s and passes; the canary fails from the 4th
+    # evaluation on, which falls in wave 1's resize (the primary shrinking, the canary growing).
+    serve = serving("v1")
+    traffic, prober = FakeTraffic(fail_from=4), FakeProber()
+    with pytest.raises(RolloutFailed, match=r"rolled back at wave 1/4 \(traffic-errors gate\)"):
+        converge(serve, baking(2), prober, traffic)
+    assert traffic.calls == 4
+    assert max(traffic for _, _, traffic in moves(serve.puts)) == 25  # never shifted to wave 2's 50%
+    assert_capacity_safe(serve.puts)
+    assert_serves_only(serve, "v1")
+
+
 def test_healthy_real_traffic_passes_every_wave_without_probes_and_each_evaluation_is_on_record():
     serve = serving("v1")
     traffic, prober = FakeTraffic(), FakeProber()
@@ -273,7 +286,8 @@ def test_healthy_real_traffic_passes_every_wave_without_probes_and_each_evaluati
     assert prober.baselines == []
     assert_serves_only(serve, "v2")
     evaluations = [e for e in controller.history.entries if e.get("step") == "evaluation"]
-    assert len(evaluations) == traffic.calls >= 4 * 4  # every second of every wave's bake
+    # every second of every wave's bake, and of the resizes between
+    assert len(evaluations) == traffic.calls >= 4 * 4
     assert evaluations[0]["canary"] == {"requests": 100, "errors": 0, "client_errors": 0, "error_rate": 0.0,
                                         "p50_ms": 20.0, "p95_ms": 20.0}
     assert evaluations[0]["gate"] == "traffic" and evaluations[0]["passed"] is True

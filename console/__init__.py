@@ -1,0 +1,1 @@
+"""The operator's console: the `gpuserve` command (console/app.py)."""

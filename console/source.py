@@ -1,0 +1,124 @@
+"""Where the console reads from: the stack's state through Pulumi's Automation API (what
+the last `up` recorded: each service's spec, its rollout steps, how to reach the cluster)
+and the live cluster itself (what serves now), never one for the other."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL_PASSPHRASE = "gpuserve-local-stack"  # the Makefile's, for local-target stacks
+
+
+class ConsoleError(Exception):
+    """What the operator should read instead of a traceback."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One service's ModelRollout, as the stack's state holds it."""
+
+    service: str
+    spec: dict
+    history: list[dict]
+    dashboard_url: str
+    token: str | None
+    token_path: str | None
+    kubeconfig: str | None
+
+
+class Source(Protocol):
+    def rollouts(self) -> list[Rollout]: ...
+
+    def live(self, rollout: Rollout) -> tuple[Any, float | None]:
+        """(LiveService, GPUs its replicas hold) from the cluster now."""
+        ...
+
+
+def plain(value: Any) -> Any:
+    """A value of `pulumi stack export --show-secrets`, secrets unwrapped."""
+    if isinstance(value, dict) and "plaintext" in value:
+        return json.loads(value["plaintext"])
+    return value
+
+
+def rollouts_of(deployment: dict) -> list[Rollout]:
+    """PURE. The ModelRollout resources of an exported deployment."""
+    found = []
+    for resource in deployment.get("resources") or []:
+        if not str(resource.get("type", "")).endswith(":ModelRollout"):
+            continue
+        out = {k: plain(v) for k, v in (resource.get("outputs") or {}).items()}
+        spec = out.get("spec") or {}
+        found.append(Rollout(service=spec.get("service") or resource["urn"].rsplit("::", 1)[-1], spec=spec,
+                             history=out.get("history") or [], dashboard_url=out.get("dashboard_url") or "",
+                             token=out.get("token"), token_path=out.get("token_path"),
+                             kubeconfig=out.get("kubeconfig")))
+    return sorted(found, key=lambda r: r.service)
+
+
+class StackSource:
+    """A stack of this repo (`stacks/Pulumi.<stack>.yaml`), read as `make` runs it."""
+
+    def __init__(self, stack: str, repo: Path = REPO):
+        self.stack, self.repo = stack, repo
+        self._deployment: dict | None = None
+
+    def _workspace(self):
+        from pulumi import automation as auto
+
+        from components.config_file import read_stack_file
+
+        state = self.repo / ".state"
+        path = self.repo / "stacks" / f"Pulumi.{self.stack}.yaml"
+        if not path.is_file():
+            raise ConsoleError(f"no stack file {path.relative_to(self.repo)}: name a stack of stacks/ with --stack")
+        env = {"PULUMI_BACKEND_URL": os.environ.get("PULUMI_BACKEND_URL", f"file://{state / 'backend'}"),
+               "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
+        if "PULUMI_CONFIG_PASSPHRASE" not in os.environ:
+            _, document = read_stack_file(path)
+            if ((document.get("config") or {}).get("gpuserve:target") or "local") != "aws":
+                env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
+        command = self.repo / ".tools"
+        return auto.LocalWorkspace(
+            work_dir=str(self.repo), pulumi_home=os.environ.get("PULUMI_HOME", str(state / "pulumi-home")),
+            env_vars=env, pulumi_command=auto.PulumiCommand(root=str(command)) if command.is_dir() else None)
+
+    def deployment(self) -> dict:
+        if self._deployment is None:
+            from pulumi import automation as auto
+
+            try:
+                self._deployment = self._workspace().export_stack(self.stack).deployment or {}
+            except auto.CommandError as exc:
+                raise ConsoleError(f"cannot read stack {self.stack}'s state: {str(exc).strip()[-400:]} "
+                                   f"(has `make up STACK={self.stack}` run?)") from None
+        return self._deployment
+
+    def rollouts(self) -> list[Rollout]:
+        return rollouts_of(self.deployment())
+
+    def live(self, rollout: Rollout) -> tuple[Any, float | None]:
+        import httpx
+
+        from runtime.k8s_forward import ForwardError, dashboard
+        from runtime.live import observe
+        from runtime.ray_state import gpus_in_use
+        from runtime.serve_api import ServeApiError, ServeClient
+
+        try:
+            token = rollout.token or Path(rollout.token_path or "").read_text().strip()
+        except OSError as exc:
+            raise ConsoleError(f"{rollout.service}: the cluster's token is gone ({exc}): is the stack up?") from None
+        try:
+            with dashboard(rollout.dashboard_url, rollout.kubeconfig) as url, ServeClient(url, token) as client:
+                live = observe(client.state(), rollout.service)
+                gpus = gpus_in_use(url, token, client.http, app=rollout.service)
+        except (httpx.HTTPError, ServeApiError, ForwardError) as exc:
+            raise ConsoleError(f"{rollout.service}: the cluster at {rollout.dashboard_url} does not answer "
+                               f"({type(exc).__name__}: {exc})") from None
+        return live, gpus
