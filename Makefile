@@ -41,7 +41,7 @@ help:
 	@echo "make down      pulumi destroy of STACK; stops the local Ray head"
 	@echo "make recover   clear what a killed 'pulumi up' leaves in state, then refresh"
 	@echo "make bench     rollout safety and GPU cost vs Ray Serve's own update; router overhead;"
-	@echo "               false rollbacks of identical code; preview cost (about 90 min)"
+	@echo "               false rollbacks of identical code; preview cost (the rollout matrix alone: 96 min here)"
 	@echo "make bench-quick  every peer's healthy rollout at moderate load, N=2 (< 5 min)"
 
 setup: venv pulumi-cli crds splitter supervisor
