@@ -126,15 +126,33 @@ SMOKE = Settings(mode="smoke", n=2, clients=2, warmup_s=2.0, cooldown_s=1.0, bak
 
 
 # ------------------------------------------------------------------ sampling
-class Sampler:
+class Background:
+    """A loop on a daemon thread (`_run`, which watches `_stop`), started and stopped once."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+class Sampler(Background):
     """GPUs in use (Ray State API), running replicas per version and router weights."""
 
     def __init__(self, stack: LocalStack, app_prefix: str, route: str, period_s: float = 0.25):
         self.stack, self.app_prefix, self.route, self.period_s = stack, app_prefix, route, period_s
         self.samples: list[dict] = []
         self.initial_ids: set[str] | None = None  # Serve peers: replicas that predate the change
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def _run(self) -> None:
         token = self.stack.token()
@@ -181,14 +199,6 @@ class Sampler:
         """Replicas of the new version in the latest sample."""
         latest = next((s["replicas"] for s in reversed(self.samples) if "replicas" in s), {})
         return sum(n for v, n in latest.items() if v != old)
-
-    def start(self) -> "Sampler":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 # ------------------------------------------------------------------ load
@@ -247,28 +257,19 @@ def kill_busiest_node(stack: LocalStack, app_prefix: str) -> dict:
     return {"node": victim["node_name"], "replicas_on_it": held.get(victim.get("node_id", ""), 0), "t": time.time()}
 
 
-class NodeKiller:
+class NodeKiller(Background):
     """Kills the busiest node once the first replica of the new version is ready."""
 
     def __init__(self, stack: LocalStack, sampler: Sampler, app_prefix: str, old: str):
         self.stack, self.sampler, self.app_prefix, self.old = stack, sampler, app_prefix, old
         self.killed: dict | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def _run(self) -> None:
         while not self._stop.wait(0.1):
             if self.sampler.new_replicas(self.old) >= 1:
                 self.killed = kill_busiest_node(self.stack, self.app_prefix)
                 return
-
-    def start(self) -> "NodeKiller":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 # ------------------------------------------------------------------ metrics
