@@ -131,8 +131,15 @@ class LocalRayWorkersProvider(ResourceProvider):
             handle = known.get(slot)
             if handle and local_nodes.node_alive(handle):
                 kept_nodes.append(handle)
-            else:
-                _start(news, [slot], kept_nodes)
+                continue
+            if handle:
+                # A node that lost its raylet may leave workers and agents behind, on the
+                # very ports its replacement takes: end its session first.
+                leftovers = local_nodes.stop_node(handle)
+                if leftovers:
+                    print(f"stopped {leftovers} leftover processes of Ray worker node '{handle['node_name']}'",
+                          flush=True)
+            _start(news, [slot], kept_nodes)
         for handle in leaving:
             print(f"draining Ray worker node '{handle['node_name']}'", flush=True)
             local_nodes.drain(handle, _int(news["gcs_port"]), news["token_path"], news["dashboard_url"])
