@@ -14,6 +14,10 @@ def arguments(doc: str | None, smoke: str, argv: list[str] | None, quick: str | 
     parser.add_argument("--smoke", action="store_true", help=smoke)
     if quick:
         parser.add_argument("--quick", action="store_true", help=quick)
+        for name in ("peers", "scenarios", "loads"):
+            parser.add_argument(f"--{name}", type=lambda text: tuple(filter(None, text.split(","))),
+                                help=f"only these {name}, comma-separated (the run is then a 'subset', "
+                                     "never the README's)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args(argv)
     if not quick:

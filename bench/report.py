@@ -25,7 +25,9 @@ COLUMNS = [
     ("actual_over_ideal", "actual/ideal"), ("detect_to_primary_s", "detect-to-primary s"),
     ("retries", "retries"), ("outcome", "outcome"),
 ]
-STEP_ORDER = ("pulumi and the other resources", "deploy", "ready wait", "baseline", "traffic shift", "bake", "gate",
+STEP_ORDER = ("pulumi and the other resources",  # runs before the engine's phases were told apart
+              "pulumi: program and the other resources", "pulumi: provider around the controller",
+              "pulumi: finishing", "deploy", "ready wait", "baseline", "traffic shift", "bake", "gate",
               "drain", "delete", "other")
 
 
