@@ -21,10 +21,11 @@ from typing import Callable, Iterator
 
 from runtime.decisions import Intent, Move, decide
 from runtime.errors import RolloutFailed
-from runtime import analysis
+from runtime import analysis, record
 from runtime.gates import GateVerdict, Prober, TrafficGate, serve_status_verdict
 from runtime.live import History, LiveService
 from runtime.plan import Plan, Step, StepKind, plan_rollback
+from runtime.record import OperatorCommand
 from runtime.prometheus import PrometheusGate
 from runtime.serve_actions import ServeActions
 from runtime.serve_api import ServeClient, surge_lease
@@ -59,6 +60,11 @@ class RolloutController:
         # Where a rollout's time goes, by kind of step (seconds): said when it completes.
         self.timings: dict[str, float] = {}
         self._judging_since_ms: int | None = None
+        # (primary, canary, started) while a rollout runs forward: what an operator's
+        # command (runtime/record.py) may stop or hurry. Read at every poll of every wait.
+        self._forward: tuple[str, str, float] | None = None
+        self.promoted: OperatorCommand | None = None
+        self.serve.interrupt = self._operator_poll
 
     @contextlib.contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -105,6 +111,8 @@ class RolloutController:
         if move.intent in (Intent.ROLLBACK_STALE, Intent.ABORT):
             self._rollback(live, reason=move.why, raise_after=False)  # it says what it does
             return self.live()
+        if move.intent is Intent.REFUSE:
+            raise RolloutFailed(f"{self.spec.service}: {move.why}")
         if move.intent is Intent.RESUME_ROLLBACK:
             self._rollback(live, reason=move.why)  # raises: the rollout failed, as it had
             return self.live()
@@ -172,7 +180,7 @@ class RolloutController:
             return run()
         started = live.started_at or time.time()
         remaining = started + self.spec.rollout.deadline_minutes * 60 - time.time()
-        with surge_lease(self.serve.client.dashboard_url, self.spec.pool or "default", self.spec.service, remaining,
+        with surge_lease(self.serve.client.cluster_key, self.spec.pool or "default", self.spec.service, remaining,
                          on_wait=lambda holder: self.say(
                              f"waiting for the rollout of {holder} in pool '{self.spec.pool or 'default'}' to end: "
                              "one rollout at a time surges in a pool")):
@@ -192,6 +200,8 @@ class RolloutController:
             # that stands, rather than judge latency with no reference at all.
             self._measure_baseline(primary, canary, started, live.canary_traffic)
         self.serve.deadline = started + self.spec.rollout.deadline_minutes * 60
+        self._forward = (primary, canary, started)
+        held = False
         for step in plan.steps:
             # Recorded in the router with this step's first write: a run cut off here is
             # resumed in the same direction (runtime/decisions.py).
@@ -200,15 +210,90 @@ class RolloutController:
             try:
                 self._check_deadline(started, step)
                 if STEPS[step.kind](self, primary, canary, started, step, plan):
+                    held = step.kind is StepKind.HOLD
                     break
             except GateFailed as failed:  # compensate, then raise RolloutFailed
+                self._forward = None
                 self._rollback(self.live(), reason=failed.verdict.detail, wave=step.wave,
                                waves=plan.waves, verdict=failed.verdict)
             except RolloutFailed:
                 raise  # a wait gave up after its own compensation
             except Exception as exc:
+                self._forward = None
                 self._safety_net(exc, step, plan)
+        self._forward = None
+        if held and self.promoted:
+            return self._past_the_hold()
+        live = self.live()
+        if held:
+            summary = self._summary(primary, canary, started, "held", plan.waves)
+            # Converging a hold again moves nothing, and writes nothing either.
+            if not any(r.get("id") == summary["id"] and r.get("outcome") == "held" for r in live.rollouts):
+                self.serve.write_summary(summary)
+        return live
+
+    def _past_the_hold(self) -> LiveService:
+        """The operator promoted a held canary: the rest of the rollout, as `pulumi up`
+        with canary_percent unset would run it (the stack config still says hold: the next
+        preview says so, runtime/record.py)."""
+        self.spec = self.spec.model_copy(update={"rollout": self.spec.rollout.model_copy(
+            update={"canary_percent": None})})
+        self.serve.spec = self.spec
+        live = self.live()
+        move = decide(live, self.spec)[0]
+        if move.intent is not Intent.ROLLOUT:
+            return live
+        self.say(f"{self.promoted.describe()}: going on past the hold")
+        return self._rollout(live, move.plan)
+
+    # --------------------------------------------------------------- operator
+    def _operator_poll(self) -> None:
+        """At every poll of a forward rollout: an operator's abort ends it (the rollback
+        follows, as for a failed gate); a promote skips the remaining bakes and holds."""
+        if self._forward is None:
+            return
+        primary, canary, started = self._forward
+        command = self.serve.operator()
+        if command is None or not command.applies_to(canary, started):
+            return
+        if command.command == "abort":
+            self._forward = None
+            raise GateFailed(GateVerdict(False, "operator", command.describe()))
+        if self.promoted is None:
+            self.promoted = command
+            self.say(f"{command.describe()}: the remaining bakes and holds are skipped", step="operator",
+                     operator=command.to_json())
+
+    def abort_now(self, command: OperatorCommand) -> LiveService:
+        """The operator's abort with no `pulumi up` running: the same rollback."""
+        live = self.live()
+        if live.canary != command.version:
+            raise RolloutFailed(f"{self.spec.service}: nothing to abort: {live.primary} serves 100%"
+                                + (f" and the canary is {live.canary}" if live.canary else ""))
+        self._rollback(live, reason=command.describe(), verdict=GateVerdict(False, "operator", command.describe()),
+                       raise_after=False)
         return self.live()
+
+    def promote_now(self, command: OperatorCommand) -> LiveService:
+        """The operator's promote with no `pulumi up` running: the rest of the rollout,
+        bakes skipped."""
+        live = self.live()
+        if live.canary != command.version:
+            raise RolloutFailed(f"{self.spec.service}: nothing to promote: {live.primary} serves 100%"
+                                + (f" and the canary is {live.canary}" if live.canary else ""))
+        self.promoted = command
+        self.spec = self.spec.model_copy(update={
+            "version": self.spec.version.model_copy(update={"version": command.version})
+            if self.spec.version.version != command.version else self.spec.version,
+            "rollout": self.spec.rollout.model_copy(update={"canary_percent": None})})
+        self.serve.spec = self.spec
+        return self.converge()
+
+    def _summary(self, primary: str, canary: str, started: float, outcome: str, waves: int,
+                 reason: str | None = None, operator: OperatorCommand | None = None) -> dict:
+        return record.summary(self.history.entries, service=self.spec.service, source=primary, target=canary,
+                              started=started, ended=time.time(), outcome=outcome, waves=waves, reason=reason,
+                              operator=operator)
 
     def _safety_net(self, exc: Exception, step: Step, plan: Plan) -> None:
         """Anything unforeseen after traffic may have moved: all traffic back on the
@@ -278,6 +363,8 @@ class RolloutController:
 
     def _hold(self, primary: str, canary: str, started: float, step: Step, plan: Plan) -> bool:
         self._shift_and_gate(primary, canary, started, step)
+        if self.promoted is not None:
+            return True  # `_rollout` goes on past it
         self.say(f"holding at {step.canary_traffic:.4g}% canary traffic (canary_percent); next `pulumi up` "
                  "with 100 or unset completes, 0 aborts", step="hold", wave=step.wave,
                  canary_traffic=step.canary_traffic)
@@ -293,6 +380,8 @@ class RolloutController:
         drain = self.spec.scaling.graceful_shutdown_timeout_s
         self.say(f"wave {step.wave}: {canary} serves 100%; draining {primary} as it is deleted "
                  f"(in-flight requests get up to {drain:g}s)")
+        self.serve.summary = self._summary(primary, canary, started, "promoted", plan.waves,
+                                           operator=self.promoted)
         with self.timed("delete"):
             self.serve.remove_version(primary, canary)
         self.say(f"rollout complete: {canary} is primary with {step.canary_replicas} replicas",
@@ -347,6 +436,10 @@ class RolloutController:
                 if step.canary_traffic == 0 and not announced:
                     announced = self._all_on_primary(primary, p, canary, c, urgent=False)
                 if step.kind is StepKind.REMOVE_CANARY:
+                    aborted = verdict is not None and verdict.gate == "operator"
+                    self.serve.summary = self._summary(
+                        primary, canary, live.started_at or time.time(), "aborted" if aborted else "rolled back",
+                        waves, reason=reason, operator=self.serve.operator() if aborted else None)
                     self.serve.remove_version(canary, primary)
                     c = 0
                 elif step.canary_replicas < c:
@@ -427,6 +520,8 @@ class RolloutController:
         metrics = self.metrics_gate(gates)  # one per bake: it counts failed queries in a row
         latest: list = []
         while True:
+            if self.promoted is not None:
+                return self._gate_said(step, GateVerdict(True, "operator", self.promoted.describe()))
             verdict = self._status_verdict(canary)
             if not verdict.passed:
                 return verdict
@@ -440,13 +535,22 @@ class RolloutController:
                     return self._gate_said(step, GateVerdict(False, failed.gate, failed.detail))
             if time.monotonic() >= end:
                 break
-            time.sleep(min(gates.evaluate_every_seconds, max(0.0, end - time.monotonic())))
+            self._sleep_polling(min(gates.evaluate_every_seconds, max(0.0, end - time.monotonic())))
         if any(j.passed for j in latest):
             detail = "; ".join(j.detail for j in latest)
             return self._gate_said(step, GateVerdict(True, next(j.gate for j in latest if j.passed), detail))
         with self.timed("gate"):
             verdict = self.prober.evaluate(gates, self.baseline_p95_ms)
         return self._gate_said(step, verdict)
+
+    def _sleep_polling(self, seconds: float) -> None:
+        """Sleep, reading the routing record every OPERATOR_POLL_S for an operator's command."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(OPERATOR_POLL_S, left))
+            if self._forward is not None:
+                self.serve.operator(fresh=True)
+                self._operator_poll()
 
     def _evaluated(self, step: Step, judgements: list, window_s: float) -> None:
         """Every evaluation is on record: in the history, and one line in the log."""
@@ -495,7 +599,10 @@ _WORD = {True: "pass", False: "FAIL", None: "no verdict"}
 STEP_ORDER = ("deploy", "ready wait", "baseline", "traffic shift", "bake", "gate", "drain", "delete")
 # Verdicts that say the canary fails requests (not merely slow, nor late): its rollback
 # moves all traffic to the primary at once rather than as the primary's replicas allow.
-URGENT_GATES = frozenset({"traffic-errors", "success-rate", "serve-status"})
+URGENT_GATES = frozenset({"traffic-errors", "success-rate", "serve-status", "operator"})
+# How often a bake reads the routing record for an operator's command: an abort moves
+# all traffic to the primary within about this plus one router write.
+OPERATOR_POLL_S = 0.5
 
 
 def _prometheus_gate(gates: GateConfig) -> PrometheusGate | None:

@@ -8,6 +8,7 @@ between is still wrong.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 
 import httpx
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 
 import runtime.controller as controller_module
 import runtime.serve_actions as serve_actions_module
-from runtime import apps
+from runtime import apps, record
+from runtime.live import observe
 from runtime.controller import RolloutController
 from runtime.errors import RolloutFailed
 from runtime.gates import GateVerdict, ProbeStats, TrafficGate
@@ -342,6 +344,16 @@ def test_a_canary_that_fails_requests_loses_all_its_traffic_at_once_then_the_rep
 
 
 # ---------------------------------------------------------- interrupted runs
+def serving_configs(configs: dict[str, dict]) -> dict[str, dict]:
+    """The configs without the rollout record (runtime/record.py): what serves, not when."""
+    out = copy.deepcopy(configs)
+    for config in out.values():
+        for deployment in config.get("deployments") or []:
+            for key in record.CARRIED:
+                (deployment.get("user_config") or {}).pop(key, None)
+    return out
+
+
 @functools.cache
 def uninterrupted() -> tuple[dict[str, dict], int]:
     """End configs and PUT count of a rollout v1 -> v2 that nothing interrupts."""
@@ -359,7 +371,9 @@ def test_a_rollout_killed_before_any_put_resumes_to_the_same_end_state(data):
     with pytest.raises(SimulatedCrash):
         converge(serve, spec("v2"))
     converge(serve, spec("v2"))  # a new `pulumi up`: a new controller, the same cluster
-    assert serve.configs == end_configs
+    assert serving_configs(serve.configs) == serving_configs(end_configs)
+    # The history has the one rollout, finished, however many runs it took.
+    assert [r["outcome"] for r in observe(serve.state(), "llm").rollouts] == ["promoted"]
     assert_serves_only(serve, "v2")
     assert_capacity_safe(serve.puts)
 
@@ -404,7 +418,9 @@ def test_canary_percent_100_after_a_hold_completes_the_rollout():
     converge(serve, spec("v2", canary_percent=25))
     converge(serve, spec("v2", canary_percent=100))
     assert_capacity_safe(serve.puts)
-    assert serve.configs == uninterrupted()[0]
+    assert serving_configs(serve.configs) == serving_configs(uninterrupted()[0])
+    # One rollout in the history: held, then (the same rollout, by its start) promoted.
+    assert [r["outcome"] for r in observe(serve.state(), "llm").rollouts] == ["promoted"]
 
 
 def test_canary_percent_0_after_a_hold_rolls_back_to_the_primary():
