@@ -59,6 +59,7 @@ class RolloutController:
         self.baseline_p95_ms: float | None = None
         # Where a rollout's time goes, by kind of step (seconds): said when it completes.
         self.timings: dict[str, float] = {}
+        self._inner: list[float] = []  # time of the steps timed inside each open `timed`
         self._judging_since_ms: int | None = None
         # (primary, canary, started) while a rollout runs forward: what an operator's
         # command (runtime/record.py) may stop or hurry. Read at every poll of every wait.
@@ -68,11 +69,18 @@ class RolloutController:
 
     @contextlib.contextmanager
     def timed(self, step: str) -> Iterator[None]:
+        """Count the block's time to `step`, exclusively: a step timed inside another
+        (the gates judging during a resize wait) is taken out of the outer one, so the
+        steps add up to the rollout's time."""
         start = time.monotonic()
+        self._inner.append(0.0)
         try:
             yield
         finally:
-            self.timings[step] = self.timings.get(step, 0.0) + time.monotonic() - start
+            spent = time.monotonic() - start
+            self.timings[step] = self.timings.get(step, 0.0) + spent - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += spent
 
     def live(self) -> LiveService:
         return self.serve.live()

@@ -215,6 +215,17 @@ def test_a_healthy_rollout_records_deploy_baseline_gated_waves_and_finish():
                      ("gate", 4), ("finish", 4), ("timings", None)]
 
 
+def test_a_step_timed_inside_another_is_counted_once(monkeypatch):
+    clock = iter([0.0, 1.0, 4.0, 10.0])  # outer starts, inner starts, inner ends, outer ends
+    monkeypatch.setattr(controller_module.time, "monotonic", lambda: next(clock))
+    controller = RolloutController.__new__(RolloutController)
+    controller.timings, controller._inner = {}, []
+    with controller.timed("drain"):
+        with controller.timed("gate"):
+            pass
+    assert controller.timings == {"drain": 7.0, "gate": 3.0}
+
+
 def test_a_completed_rollout_says_where_its_time_went_by_kind_of_step():
     serve = serving("v1")
     controller = converge(serve, spec("v2"))
