@@ -1,22 +1,29 @@
 """`gpuserve`: the operator's console.
 
-    gpuserve status [SERVICE] [--stack local] [--json]
+    gpuserve status [SERVICE]     versions, traffic, replicas, GPUs, phase, last verdicts
+    gpuserve watch [SERVICE]      the same, live, with the wave table and real traffic
+    gpuserve history SERVICE      past rollouts: outcome and why, waves, gate figures
+    gpuserve promote SERVICE      skip the remaining bakes (or end a hold)
+    gpuserve abort SERVICE        roll the canary back now
+    gpuserve retry SERVICE        let an aborted version roll out again
 
-Reads the stack's state through Pulumi's Automation API and the live cluster; changes
-nothing.
+Every command takes --stack (default local) and --json. The stack's state is read
+through Pulumi's Automation API; what serves now, from the live cluster.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from console.source import ConsoleError, Source, StackSource
+from console.source import ConsoleError, Rollout, Source, StackSource
 from console.status import ServiceStatus, status
+from runtime.record import merged
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # Tests put a fake here; the default reads the named stack.
@@ -31,14 +38,19 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _statuses(stack: str, service: Optional[str]) -> list[ServiceStatus]:
-    source = source_for(stack)
+def _chosen(source: Source, stack: str, service: Optional[str]) -> list[Rollout]:
     rollouts = source.rollouts()
     if service:
         rollouts = [r for r in rollouts if r.service == service]
         if not rollouts:
             _fail(f"stack {stack} has no service {service!r}; it has: "
                   f"{', '.join(r.service for r in source.rollouts()) or 'none'}")
+    return rollouts
+
+
+def _statuses(stack: str, service: Optional[str]) -> list[ServiceStatus]:
+    source = source_for(stack)
+    rollouts = _chosen(source, stack, service)
     out = []
     for rollout in rollouts:
         live, gpus = source.live(rollout)
@@ -75,6 +87,111 @@ def status_command(service: Optional[str] = typer.Argument(None, help="one servi
         typer.echo(json.dumps({"stack": stack, "services": [s.to_json() for s in statuses]}, indent=1))
     else:
         render(statuses, Console())
+
+
+@app.command("history")
+def history_command(service: str = typer.Argument(..., help="the service"), stack: str = STACK,
+                    as_json: bool = JSON) -> None:
+    """Past rollouts of SERVICE, oldest first: when, from -> to, the outcome and why, the
+    waves reached and each gate's figures (kept in the cluster and in the stack's state)."""
+    try:
+        source = source_for(stack)
+        (rollout,) = _chosen(source, stack, service)
+        live, _ = source.live(rollout)
+    except ConsoleError as exc:
+        _fail(str(exc))
+    past = merged(rollout.rollouts, live.rollouts)
+    if as_json:
+        typer.echo(json.dumps({"stack": stack, "service": service, "rollouts": past}, indent=1))
+        return
+    render_history(service, past, Console())
+
+
+def render_history(service: str, past: list[dict], console: Console) -> None:
+    if not past:
+        console.print(f"{service}: no rollout yet (the first deploy is not a rollout)")
+        return
+    table = Table(title=f"{service}: rollouts", show_edge=False, pad_edge=False)
+    for column in ("#", "started (UTC)", "took", "from -> to", "outcome", "waves", "gates (canary ok %, p95)"):
+        table.add_column(column)
+    for number, entry in enumerate(past, 1):
+        took = f"{entry['ended'] - entry['started']:.0f}s" if entry.get("ended") and entry.get("started") else "–"
+        outcome = entry.get("outcome", "?") + (f" by {entry['operator']}" if entry.get("operator") else "")
+        if entry.get("reason") and entry.get("outcome") != "promoted":
+            outcome += f": {entry['reason']}"
+        table.add_row(str(number), _when(entry.get("started")), took, f"{entry.get('from')} -> {entry.get('to')}",
+                      outcome, f"{entry.get('reached_wave', 0)}/{entry.get('waves', '?')}",
+                      "; ".join(_gate_cell(g) for g in entry.get("gates") or []) or "–")
+    console.print(table)
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch)) if epoch else "–"
+
+
+def _gate_cell(gate: dict) -> str:
+    word = "pass" if gate.get("passed") else "FAIL"
+    canary = gate.get("canary") or {}
+    figures = (f" {canary['success_rate'] * 100:.1f}%, {canary['p95_ms']:.0f}ms"
+               if "success_rate" in canary and "p95_ms" in canary else "")
+    return f"w{gate.get('wave')} {gate.get('gate')} {word}{figures}"
+
+
+def _command(stack: str, service: str, command: str, as_json: bool, wait_s: float) -> None:
+    from console.commands import CommandError, carry_out
+
+    source = source_for(stack)
+    try:
+        (rollout,) = _chosen(source, stack, service)
+        with source.session(rollout) as (controller, client):
+            result = carry_out(controller, client.cluster_key, command, wait_s=wait_s)
+        if result.acted.startswith("this console"):
+            source.refresh(rollout)  # state learns what moved; the next preview says what to change
+    except (ConsoleError, CommandError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps({"stack": stack, **result.to_json()}, indent=1))
+    else:
+        Console().print(f"{service}: {result.message} (carried out by {result.acted})", highlight=False)
+
+
+@app.command("promote")
+def promote_command(service: str = typer.Argument(..., help="the service"), stack: str = STACK,
+                    as_json: bool = JSON, wait_s: float = typer.Option(
+                        30.0, "--wait", help="seconds to wait for a running `pulumi up` to act")) -> None:
+    """End the canary's remaining bakes (and a hold at canary_percent) and let the
+    rollout go on. Works while `pulumi up` runs (it reads the command at its next poll)
+    and when nothing runs (the console carries the rollout on itself)."""
+    _command(stack, service, "promote", as_json, wait_s)
+
+
+@app.command("abort")
+def abort_command(service: str = typer.Argument(..., help="the service"), stack: str = STACK,
+                  as_json: bool = JSON, wait_s: float = typer.Option(
+                      30.0, "--wait", help="seconds to wait for a running `pulumi up` to act")) -> None:
+    """Roll the canary back now: all traffic to the primary at once, then the replicas.
+    The `pulumi up` under way ends with "aborted by operator"; later ones refuse to roll
+    the same config out again until it changes or `gpuserve retry` clears the abort."""
+    _command(stack, service, "abort", as_json, wait_s)
+
+
+@app.command("retry")
+def retry_command(service: str = typer.Argument(..., help="the service"), stack: str = STACK,
+                  as_json: bool = JSON) -> None:
+    """Clear a standing abort, so the next `pulumi up` rolls the declared version out again."""
+    from console.commands import CommandError, clear
+
+    source = source_for(stack)
+    try:
+        (rollout,) = _chosen(source, stack, service)
+        with source.session(rollout) as (controller, _):
+            message = clear(controller)
+    except (ConsoleError, CommandError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps({"stack": stack, "service": service, "message": message}, indent=1))
+    else:
+        Console().print(f"{service}: {message}", highlight=False)
 
 
 @app.callback()

@@ -217,6 +217,8 @@ class RolloutController:
                                  "spec": self.spec.digest()}
             try:
                 self._check_deadline(started, step)
+                self.serve.operator(fresh=True)
+                self._operator_poll()  # before each step, whatever the waits saw
                 if STEPS[step.kind](self, primary, canary, started, step, plan):
                     held = step.kind is StepKind.HOLD
                     break
@@ -262,7 +264,7 @@ class RolloutController:
             return
         primary, canary, started = self._forward
         command = self.serve.operator()
-        if command is None or not command.applies_to(canary, started):
+        if command is None or not command.applies_to(canary, started, self.spec.digest()):
             return
         if command.command == "abort":
             self._forward = None

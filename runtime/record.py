@@ -60,10 +60,24 @@ class OperatorCommand:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.at))
         return f"{'aborted' if self.command == 'abort' else 'promoted'} by operator {self.by} at {when}"
 
-    def applies_to(self, canary: str | None, started_at: float | None) -> bool:
-        """A command names the canary it was given for; one older than the rollout under
-        way was given for an earlier rollout of the same label, and does not count."""
-        return canary is not None and self.version == canary and (started_at is None or self.at >= started_at - 1)
+    def applies_to(self, canary: str | None, started_at: float | None, digest: str | None = None) -> bool:
+        """A command names the canary and the config it was given for; one older than the
+        rollout under way, or for another config of the label, was given for an earlier
+        rollout and does not count."""
+        return (canary is not None and self.version == canary and (started_at is None or self.at >= started_at - 1)
+                and (self.spec is None or digest is None or self.spec == digest))
+
+
+def command_for(command: Command, router_config: dict | None, by: str, at: float | None = None
+                ) -> OperatorCommand | None:
+    """The operator's command for the canary the routing record names, with the config
+    digest of its rollout (so an abort stands for that config only); None with no canary."""
+    user = user_config_of(router_config)
+    canary = user.get("canary")
+    if not canary:
+        return None
+    return OperatorCommand(command=command, version=canary, at=time.time() if at is None else at, by=by,
+                           spec=(user.get("intent") or {}).get("spec"))
 
 
 def user_config_of(router_config: dict | None) -> dict:

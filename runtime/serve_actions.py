@@ -219,6 +219,7 @@ class ServeActions:
         deadline = time.monotonic() + timeout_s
         while True:
             app = self.app(version)
+            self._interrupt()  # on the state just read
             if app is not None:
                 replicas_now = [r for d in app.serving for r in d.replicas]
                 running = sum(1 for r in replicas_now if r.state == "RUNNING")
@@ -232,7 +233,6 @@ class ServeActions:
                               f"status {app.status if app else 'missing'})", on_fail)
             if watch is not None:
                 watch()
-            self._interrupt()
             time.sleep(self.poll_s)
 
     def wait_gone(self, version: str, timeout_s: float = 120.0) -> None:
