@@ -14,7 +14,9 @@ through Pulumi's Automation API; what serves now, from the live cluster.
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import typer
@@ -87,6 +89,79 @@ def status_command(service: Optional[str] = typer.Argument(None, help="one servi
         typer.echo(json.dumps({"stack": stack, "services": [s.to_json() for s in statuses]}, indent=1))
     else:
         render(statuses, Console())
+
+
+def frames(source: Source, rollouts: list[Rollout], window_s: float) -> list:
+    """One frame per service, now; a service whose cluster does not answer is one line."""
+    from console.watch import Frame, traffic_rows, wave_rows
+
+    out = []
+    for rollout in rollouts:
+        try:
+            live, gpus = source.live(rollout)
+            samples = source.samples(rollout, int((time.time() - window_s) * 1000))
+        except ConsoleError as exc:
+            out.append(str(exc))
+            continue
+        now = status(rollout.service, live, rollout.spec, rollout.history, gpus)
+        out.append(Frame(now, wave_rows(rollout.spec, live.canary, live.intent),
+                         traffic_rows(samples, [v.version for v in now.versions]), window_s))
+    return out
+
+
+@app.command("watch")
+def watch_command(service: Optional[str] = typer.Argument(None, help="one service (default: all)"),
+                  stack: str = STACK, as_json: bool = JSON,
+                  interval: float = typer.Option(1.0, "--interval", min=0.2, help="seconds between refreshes"),
+                  count: int = typer.Option(0, "--count", min=0, help="frames to show, then exit (0: until Ctrl-C)"),
+                  window: float = typer.Option(10.0, "--window", min=1.0, help="seconds of real traffic shown"),
+                  svg: Optional[Path] = typer.Option(None, "--svg", help="also save the last frame as an SVG picture")
+                  ) -> None:
+    """A live view for a second terminal while `pulumi up` runs: per service the phase,
+    traffic bars, replicas, the wave table with the current wave marked, and the real
+    traffic of the last window per version, as the gates see it. --json prints one JSON
+    document per refresh, one per line."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from console.watch import render
+
+    try:
+        source = source_for(stack)
+        rollouts = _chosen(source, stack, service)
+    except ConsoleError as exc:
+        _fail(str(exc))
+
+    def view(now: list) -> Group:
+        stamp = Text(f"gpuserve watch  stack {stack}  {time.strftime('%H:%M:%S')}  (Ctrl-C to leave)", style="dim")
+        return Group(stamp, *[render(f) if not isinstance(f, str) else Text(f, style="red") for f in now])
+
+    shown, last = 0, None
+    try:
+        if as_json:
+            while not count or shown < count:
+                now = frames(source, rollouts, window)
+                typer.echo(json.dumps({"stack": stack, "at": round(time.time(), 3), "services": [
+                    f.to_json() if not isinstance(f, str) else {"error": f} for f in now]}))
+                shown += 1
+                if not count or shown < count:
+                    time.sleep(interval)
+            return
+        last = view(frames(source, rollouts, window))
+        with Live(last, console=Console(), auto_refresh=False) as screen:
+            shown = 1
+            while not count or shown < count:
+                time.sleep(interval)
+                last = view(frames(source, rollouts, window))
+                screen.update(last, refresh=True)
+                shown += 1
+    except KeyboardInterrupt:
+        pass
+    if svg is not None and last is not None:
+        picture = Console(record=True, width=110, file=open(os.devnull, "w"))
+        picture.print(last)
+        picture.save_svg(str(svg), title=f"gpuserve watch {service or ''}".strip())
 
 
 @app.command("history")

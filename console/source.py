@@ -50,6 +50,11 @@ class Source(Protocol):
         """`pulumi refresh` of the service's ModelRollout: state learns what the console did."""
         ...
 
+    def samples(self, rollout: Rollout, since_ms: int) -> list[dict]:
+        """The splitter's answers for the service since `since_ms` (none where its admin
+        sockets are not on this machine)."""
+        ...
+
 
 def plain(value: Any) -> Any:
     """A value of `pulumi stack export --show-secrets`, secrets unwrapped."""
@@ -129,6 +134,11 @@ class StackSource:
         except (httpx.HTTPError, ServeApiError, ForwardError, OSError) as exc:
             raise ConsoleError(f"{rollout.service}: the cluster at {rollout.dashboard_url} does not answer "
                                f"({type(exc).__name__}: {exc})") from None
+
+    def samples(self, rollout: Rollout, since_ms: int) -> list[dict]:
+        from runtime.analysis import collect
+
+        return collect(rollout.props.get("splitter_admins") or [], rollout.service, since_ms)
 
     def refresh(self, rollout: Rollout) -> None:
         from pulumi import automation as auto

@@ -203,3 +203,48 @@ def test_retry_clears_a_standing_abort_and_says_when_there_is_none(cluster):
     assert json.loads(result.output)["message"].startswith("cleared: v2 aborted by operator")
     again = RUNNER.invoke(console_app.app, ["retry", "llm"])
     assert again.exit_code == 1 and "no operator command stands" in again.output
+
+
+# ------------------------------------------------------------------------ watch
+SAMPLES = [{"v": "v1", "c": 200, "ms": 20.0}] * 30 + [{"v": "v2", "c": 200, "ms": 25.0}] * 9 + \
+          [{"v": "v2", "c": 503, "ms": 1.0}]
+
+
+@pytest.fixture
+def rolling(monkeypatch):
+    class Watched(FakeSource):
+        def rollouts(self):
+            spec = {"pool": "gpu", "capacity": {"pool_gpus": 5},
+                    "scaling": {"num_replicas": 4}, "rollout": {"max_surge_percent": 25}}
+            return [Rollout(service="llm", spec=spec, history=[], dashboard_url="http://127.0.0.1:1", token="t",
+                            token_path=None, kubeconfig=None)]
+
+        def samples(self, rollout, since_ms):
+            return SAMPLES
+
+    service = live("v1", "v2", 25.0, {"v1": 3, "v2": 2})
+    monkeypatch.setattr(console_app, "source_for", lambda name: Watched(name, {"llm": service}))
+
+
+def test_watch_shows_the_wave_table_with_the_current_wave_traffic_bars_and_real_traffic(rolling, tmp_path):
+    picture = tmp_path / "watch.svg"
+    result = RUNNER.invoke(console_app.app, ["watch", "llm", "--count", "1", "--svg", str(picture)],
+                           env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "waves" in out and "▶" in out and "real traffic, last 10s" in out
+    assert "█████" in out  # the canary's 25% bar
+    assert "rolling out v1 -> v2: wave 1, 25% on the canary" in out
+    assert picture.read_text().startswith("<svg") and "waves" in picture.read_text()
+
+
+def test_watch_json_is_one_document_per_refresh_with_waves_and_the_gates_figures(rolling):
+    result = RUNNER.invoke(console_app.app, ["watch", "--json", "--count", "2", "--interval", "0.2"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2
+    (frame,) = json.loads(lines[-1])["services"]
+    assert {w["wave"] for w in frame["waves"] if w["state"] == "now"} == {1}  # the intent's wave
+    traffic = {t["version"]: t for t in frame["traffic"]}
+    assert (traffic["v2"]["requests"], traffic["v2"]["errors"], traffic["v2"]["error_rate"]) == (10, 1, 0.1)
+    assert traffic["v1"]["p95_ms"] == 20.0
