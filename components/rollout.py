@@ -96,7 +96,10 @@ def _converge(props: dict) -> dict:
     try:
         with _session(props) as (controller, client), \
                 service_lock(client.cluster_key, props["spec"]["service"], holder="pulumi up"):
-            live = controller.converge()
+            try:
+                live = controller.converge()
+            finally:
+                controller.close()  # the webhooks' last events go out, within seconds
     except Exception as exc:
         raise _failure(exc) from exc
     return _outputs(props, live, controller.history.entries)

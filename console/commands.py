@@ -67,6 +67,8 @@ def carry_out(controller, cluster_key: str, command: str, by: str | None = None,
                 live = controller.abort_now(order) if command == "abort" else controller.promote_now(order)
             except GpuserveError as exc:
                 raise CommandError(str(exc)) from None
+            finally:
+                controller.close()
     except ServiceBusy as busy:
         acted = f"the running {busy}"
         live = _wait_for(controller, order, wait_s, poll_s) if command == "abort" else controller.live()

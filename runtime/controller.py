@@ -24,6 +24,7 @@ from runtime.errors import RolloutFailed
 from runtime import analysis, record
 from runtime.gates import GateVerdict, Prober, TrafficGate, serve_status_verdict
 from runtime.live import History, LiveService
+from runtime.notify import Notifier, notifier_for
 from runtime.plan import Plan, Step, StepKind, plan_rollback
 from runtime.record import OperatorCommand
 from runtime.prometheus import PrometheusGate
@@ -44,7 +45,8 @@ class RolloutController:
     def __init__(self, spec: ServiceSpec, client: ServeClient, prober: Prober | None = None,
                  log: Callable[[str], None] | None = None, poll_s: float = 0.25,
                  traffic: TrafficGate | None = None,
-                 metrics_gate: Callable[[GateConfig], PrometheusGate | None] | None = None):
+                 metrics_gate: Callable[[GateConfig], PrometheusGate | None] | None = None,
+                 notifier: Notifier | None = None):
         self.spec = spec
         self.serve = ServeActions(spec, client, poll_s)
         self.prober = prober or Prober(spec.http_url.rstrip("/") + spec.route_prefix, spec.rollout.gates.probe)
@@ -66,6 +68,17 @@ class RolloutController:
         self._forward: tuple[str, str, float] | None = None
         self.promoted: OperatorCommand | None = None
         self.serve.interrupt = self._operator_poll
+        # Webhooks for the run's events, delivered off this thread (runtime/notify.py).
+        self.notifier = notifier if notifier is not None else notifier_for(spec.rollout.notify, self.log)
+
+    def notify(self, event: str, message: str, **fields) -> None:
+        if self.notifier is not None:
+            self.notifier.send(event, self.spec.service, message, **fields)
+
+    def close(self) -> None:
+        """End of the run: give the webhooks' queue a bounded few seconds to drain."""
+        if self.notifier is not None:
+            self.notifier.close()
 
     @contextlib.contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -202,6 +215,9 @@ class RolloutController:
         self.say(f"rollout {primary} -> {canary}: {plan.waves} waves, surge {plan.surge}, "
                  f"peak {plan.peak_gpus:g} GPUs\n{plan.table()}")
         resumed = live.canary == canary
+        self.notify("start", f"rollout {primary} -> {canary}: {plan.waves} waves, surge {plan.surge}"
+                    + (" (resumed)" if resumed else ""), **{"from": primary, "to": canary}, waves=plan.waves,
+                    resumed=resumed)
         self.baseline_p95_ms = live.latency_baseline_ms if resumed else None
         if resumed and self.baseline_p95_ms is None:
             # Killed before the baseline reached the router: measure it now, at the split
@@ -366,15 +382,20 @@ class RolloutController:
             self.serve.scale(canary, step.canary_replicas, on_fail=_serve_gate,
                              purpose=f"growing canary {canary} to {step.canary_replicas}", watch=watch)
         t = step.canary_traffic
-        self.say(f"wave {step.wave}/{plan.waves}: {canary} {step.canary_replicas} replicas at {t:.4g}%, "
-                 f"{primary} {step.primary_replicas} replicas at {100 - t:.4g}%", step="wave", wave=step.wave,
-                 primary_replicas=step.primary_replicas, canary_replicas=step.canary_replicas, canary_traffic=t)
+        message = (f"wave {step.wave}/{plan.waves}: {canary} {step.canary_replicas} replicas at {t:.4g}%, "
+                   f"{primary} {step.primary_replicas} replicas at {100 - t:.4g}%")
+        self.say(message, step="wave", wave=step.wave, primary_replicas=step.primary_replicas,
+                 canary_replicas=step.canary_replicas, canary_traffic=t)
+        self.notify("wave", message, **{"from": primary, "to": canary}, wave=step.wave, waves=plan.waves,
+                    canary_traffic=t, canary_replicas=step.canary_replicas, primary_replicas=step.primary_replicas)
         return False
 
     def _hold(self, primary: str, canary: str, started: float, step: Step, plan: Plan) -> bool:
         self._shift_and_gate(primary, canary, started, step)
         if self.promoted is not None:
             return True  # `_rollout` goes on past it
+        self.notify("done", f"holding at {step.canary_traffic:.4g}% canary traffic (canary_percent)",
+                    **{"from": primary, "to": canary}, outcome="held", canary_traffic=step.canary_traffic)
         self.say(f"holding at {step.canary_traffic:.4g}% canary traffic (canary_percent); next `pulumi up` "
                  "with 100 or unset completes, 0 aborts", step="hold", wave=step.wave,
                  canary_traffic=step.canary_traffic)
@@ -396,6 +417,8 @@ class RolloutController:
             self.serve.remove_version(primary, canary)
         self.say(f"rollout complete: {canary} is primary with {step.canary_replicas} replicas",
                  step="finish", wave=step.wave, canary_traffic=100)
+        self.notify("done", f"rollout complete: {canary} is primary with {step.canary_replicas} replicas",
+                    **{"from": primary, "to": canary}, outcome="promoted", waves=plan.waves)
         self._said_timings()
         return True
 
@@ -437,6 +460,8 @@ class RolloutController:
             if not self.serve.shift(primary, canary, first, live.started_at, self.baseline_p95_ms):
                 self.serve.write_router(primary, canary, first, live.started_at, self.baseline_p95_ms)
             self.say(f"rolling back {canary} -> {primary}: {reason}\n{plan.table()}", step="rollback-start")
+            self.notify("rollback", f"rolling back {canary} -> {primary}: {reason}", **{"from": canary, "to": primary},
+                        reason=reason, urgent=urgent)
             p, c = live.ready.get(primary, 0), live.ready.get(canary, 0)
             announced = False
             if first == 0:
@@ -463,6 +488,10 @@ class RolloutController:
             if p < n:
                 self.serve.scale(primary, n)
             self.say(f"rollback complete: {primary} serves 100% with {n} replicas", step="rollback-done")
+            aborted = verdict is not None and verdict.gate == "operator"
+            self.notify("done", f"rollback complete: {primary} serves 100% with {n} replicas",
+                        **{"from": canary, "to": primary}, outcome="aborted" if aborted else "rolled back",
+                        reason=reason)
         if raise_after:
             where = f" at wave {wave}/{waves}" if wave else " before wave 1"
             gate = f" ({verdict.gate} gate)" if verdict else ""
