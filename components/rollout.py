@@ -100,9 +100,26 @@ def _converge(props: dict) -> dict:
                 live = controller.converge()
             finally:
                 controller.close()  # the webhooks' last events go out, within seconds
+                _keep_record(props, controller)
     except Exception as exc:
         raise _failure(exc) from exc
     return _outputs(props, live, controller.history.entries)
+
+
+def _keep_record(props: dict, controller) -> None:
+    """The run's full record beside the stack's state, whatever the outcome (a failed
+    `up` records no outputs): what `gpuserve timeline` draws."""
+    from pathlib import Path
+
+    from runtime.record import write_run
+
+    run = controller.run_record()
+    if run is None or not props.get("record_dir"):
+        return
+    try:
+        write_run(Path(props["record_dir"]) / props["spec"]["service"], run)
+    except OSError as exc:
+        print(f"[{props['spec']['service']}] could not keep the rollout's record: {exc}", flush=True)
 
 
 def _outputs(props: dict, live, history: list[dict] | None) -> dict:
@@ -369,7 +386,11 @@ class ModelRollout(Resource, module="gpuserve", name="ModelRollout"):
         """Exactly one of token_path (local: a file on this machine) or token (a secret).
         `kubeconfig` (a secret; None for the ambient one) reaches a `k8s-portforward://`
         dashboard address."""
+        from runtime.constants import PROJECT_DIR
+
         props = {"spec": spec, "http_url": http_url, "splitter_admins": splitter_admins,
+                 # Where each rollout's full record is kept (runtime/record.write_run).
+                 "record_dir": str(PROJECT_DIR / ".state" / pulumi.get_stack() / "rollouts"),
                  "dashboard_url": dashboard_url, "token_path": token_path,
                  "token": token, "cluster_id": cluster_id, **{k: None for k in OUTPUT_KEYS}}
         if kubeconfig is not None:

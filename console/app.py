@@ -36,7 +36,7 @@ JSON = typer.Option(False, "--json", help="machine-readable output")
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(1)
 
 
@@ -162,6 +162,51 @@ def watch_command(service: Optional[str] = typer.Argument(None, help="one servic
         picture = Console(record=True, width=110, file=open(os.devnull, "w"))
         picture.print(last)
         picture.save_svg(str(svg), title=f"gpuserve watch {service or ''}".strip())
+
+
+@app.command("timeline")
+def timeline_command(service: str = typer.Argument(..., help="the service"),
+                     out: Path = typer.Option(..., "--out", help="file.png or file.html"),
+                     number: Optional[int] = typer.Option(None, "--rollout", min=1,
+                                                          help="which rollout, as `history` numbers them "
+                                                               "(default: the last)"),
+                     stack: str = STACK, as_json: bool = JSON) -> None:
+    """Plot one rollout against time: traffic % and replicas per version, the client
+    error rate and p95 per version, with each gate decision and the rollback marked. The
+    data is the rollout's full record, kept beside the stack's state on the machine that
+    ran it."""
+    from console.timeline import series, write_html, write_png
+
+    if out.suffix.lower() not in (".png", ".html"):
+        _fail(f"--out {out}: give a .png or an .html file")
+    try:
+        source = source_for(stack)
+        (rollout,) = _chosen(source, stack, service)
+        live, _ = source.live(rollout)
+    except ConsoleError as exc:
+        _fail(str(exc))
+    past = merged(rollout.rollouts, live.rollouts)
+    if not past:
+        _fail(f"{service} has no rollout yet: nothing to plot")
+    index = (number or len(past)) - 1
+    if index >= len(past):
+        _fail(f"{service} has {len(past)} rollouts on record; --rollout takes 1 to {len(past)}")
+    chosen = past[index]
+    run = source.run_record(rollout, chosen["id"])
+    if run is None:
+        _fail(f"no full record of {service}'s rollout {index + 1} ({chosen.get('from')} -> {chosen.get('to')}) on this "
+              "machine: records are kept where `pulumi up` ran (.state/<stack>/rollouts); `gpuserve history` has "
+              "its summary")
+    title = (f"{service}: {chosen.get('from')} -> {chosen.get('to')}, {chosen.get('outcome')} "
+             f"({_when(chosen.get('started'))} UTC)")
+    data = series(run)
+    (write_png if out.suffix.lower() == ".png" else write_html)(out, data, title)
+    if as_json:
+        typer.echo(json.dumps({"stack": stack, "service": service, "rollout": index + 1, "out": str(out),
+                               "summary": chosen}, indent=1))
+    else:
+        Console().print(f"{service}: rollout {index + 1} ({chosen.get('from')} -> {chosen.get('to')}, "
+                        f"{chosen.get('outcome')}) drawn to {out}", highlight=False)
 
 
 @app.command("history")

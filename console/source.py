@@ -50,6 +50,10 @@ class Source(Protocol):
         """`pulumi refresh` of the service's ModelRollout: state learns what the console did."""
         ...
 
+    def run_record(self, rollout: Rollout, rollout_id: int) -> dict | None:
+        """A rollout's full record (runtime/record.write_run), where this machine keeps it."""
+        ...
+
     def samples(self, rollout: Rollout, since_ms: int) -> list[dict]:
         """The splitter's answers for the service since `since_ms` (none where its admin
         sockets are not on this machine)."""
@@ -134,6 +138,12 @@ class StackSource:
         except (httpx.HTTPError, ServeApiError, ForwardError, OSError) as exc:
             raise ConsoleError(f"{rollout.service}: the cluster at {rollout.dashboard_url} does not answer "
                                f"({type(exc).__name__}: {exc})") from None
+
+    def run_record(self, rollout: Rollout, rollout_id: int) -> dict | None:
+        from runtime.record import read_run
+
+        folder = rollout.props.get("record_dir")
+        return read_run(Path(folder) / rollout.service / f"{rollout_id}.json") if folder else None
 
     def samples(self, rollout: Rollout, since_ms: int) -> list[dict]:
         from runtime.analysis import collect

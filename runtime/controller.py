@@ -67,6 +67,7 @@ class RolloutController:
         # command (runtime/record.py) may stop or hurry. Read at every poll of every wait.
         self._forward: tuple[str, str, float] | None = None
         self.promoted: OperatorCommand | None = None
+        self.last_summary: dict | None = None  # of the rollout this run ended (or held)
         self.serve.interrupt = self._operator_poll
         # Webhooks for the run's events, delivered off this thread (runtime/notify.py).
         self.notifier = notifier if notifier is not None else notifier_for(spec.rollout.notify, self.log)
@@ -317,9 +318,19 @@ class RolloutController:
 
     def _summary(self, primary: str, canary: str, started: float, outcome: str, waves: int,
                  reason: str | None = None, operator: OperatorCommand | None = None) -> dict:
-        return record.summary(self.history.entries, service=self.spec.service, source=primary, target=canary,
-                              started=started, ended=time.time(), outcome=outcome, waves=waves, reason=reason,
-                              operator=operator)
+        self.last_summary = record.summary(
+            self.history.entries, service=self.spec.service, source=primary, target=canary, started=started,
+            ended=time.time(), outcome=outcome, waves=waves, reason=reason, operator=operator)
+        return self.last_summary
+
+    def run_record(self) -> dict | None:
+        """This run's part of a rollout, for its full record (runtime/record.write_run):
+        the summary, every step and evaluation, and what a timeline needs of the spec.
+        None when the run carried no rollout forward or back."""
+        if self.last_summary is None:
+            return None
+        return {"id": self.last_summary["id"], "summary": self.last_summary, "history": self.history.entries,
+                "num_gpus": self.spec.version.num_gpus, "replicas": self.spec.scaling.replicas}
 
     def _safety_net(self, exc: Exception, step: Step, plan: Plan) -> None:
         """Anything unforeseen after traffic may have moved: all traffic back on the

@@ -20,8 +20,10 @@ Every write of the routing record carries both keys over from the live one
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 OPERATOR = "operator"
@@ -177,3 +179,29 @@ def merged(*histories: list[dict], keep: int | None = None) -> list[dict]:
                 by_id[entry["id"]] = entry
     out = sorted(by_id.values(), key=lambda r: r.get("started") or 0)
     return out[-keep:] if keep else out
+
+
+# ------------------------------------------------------------- full records
+# The routing record keeps summaries; every step and evaluation of a rollout (what a
+# timeline is drawn from) is kept beside the stack's state on the machine that ran it:
+# `.state/<stack>/rollouts/<service>/<id>.json`, one file per rollout, each run's part
+# appended (a held rollout promoted later, a resumed one).
+def write_run(folder: Path, run: dict) -> Path:
+    path = Path(folder) / f"{run['id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    known = read_run(path) or {"history": []}
+    seen = {(e.get("at"), e.get("message"), e.get("step")) for e in known["history"]}
+    history = known["history"] + [e for e in run["history"] if (e.get("at"), e.get("message"), e.get("step")) not in seen]
+    merged_run = {**known, **run, "history": sorted(history, key=lambda e: e.get("at") or 0)}
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(merged_run))
+    temporary.replace(path)  # whole or not at all
+    return path
+
+
+def read_run(path: Path) -> dict | None:
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("history"), list) else None
