@@ -45,7 +45,8 @@ def series(run: dict) -> Series:
     summary = run.get("summary") or {}
     source, target = summary.get("from") or "primary", summary.get("to") or "canary"
     history = sorted(run.get("history") or [], key=lambda e: e.get("at") or 0)
-    started = summary.get("started") or (history[0]["at"] if history else 0.0)
+    # The first step on record starts the clock (the same clock as every entry's `at`).
+    started = history[0]["at"] if history and history[0].get("at") else summary.get("started") or 0.0
     out = Series(source, target, started, summary.get("outcome", "?"), float(run.get("num_gpus") or 1))
     n = int(run.get("replicas") or 0)
     for version in (source, target):
