@@ -209,6 +209,44 @@ def timeline_command(service: str = typer.Argument(..., help="the service"),
                         f"{chosen.get('outcome')}) drawn to {out}", highlight=False)
 
 
+@app.command("metrics")
+def metrics_command(service: Optional[str] = typer.Argument(None, help="one service (default: all)"),
+                    stack: str = STACK,
+                    port: int = typer.Option(9477, "--port", min=0, max=65535, help="where to serve /metrics"),
+                    once: bool = typer.Option(False, "--once", help="print one scrape and exit"),
+                    window: float = typer.Option(10.0, "--window", min=1.0,
+                                                 help="seconds of real traffic per scrape")) -> None:
+    """Serve the rollouts' phase, waves, weights, replicas, GPUs, real-traffic figures,
+    last gate verdicts and operator commands as Prometheus metrics on
+    127.0.0.1:PORT/metrics, read live at each scrape. --once prints one scrape (the
+    text exposition format) and exits."""
+    from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+
+    from console.metrics import RolloutCollector
+
+    try:
+        source = source_for(stack)
+        rollouts = _chosen(source, stack, service)
+    except ConsoleError as exc:
+        _fail(str(exc))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RolloutCollector(source, rollouts, window))
+    if once:
+        typer.echo(generate_latest(registry).decode(), nl=False)
+        return
+    try:
+        server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    except OSError as exc:
+        _fail(f"cannot serve metrics on 127.0.0.1:{port}: {exc}; choose another --port")
+    Console(stderr=True).print(f"serving {stack}'s rollout metrics on http://127.0.0.1:{server.server_port}/metrics "
+                               "(Ctrl-C to stop)", highlight=False)
+    try:
+        while thread.is_alive():
+            thread.join(1.0)
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
 @app.command("history")
 def history_command(service: str = typer.Argument(..., help="the service"), stack: str = STACK,
                     as_json: bool = JSON) -> None:

@@ -210,22 +210,6 @@ SAMPLES = [{"v": "v1", "c": 200, "ms": 20.0}] * 30 + [{"v": "v2", "c": 200, "ms"
           [{"v": "v2", "c": 503, "ms": 1.0}]
 
 
-@pytest.fixture
-def rolling(monkeypatch):
-    class Watched(FakeSource):
-        def rollouts(self):
-            spec = {"pool": "gpu", "capacity": {"pool_gpus": 5},
-                    "scaling": {"num_replicas": 4}, "rollout": {"max_surge_percent": 25}}
-            return [Rollout(service="llm", spec=spec, history=[], dashboard_url="http://127.0.0.1:1", token="t",
-                            token_path=None, kubeconfig=None)]
-
-        def samples(self, rollout, since_ms):
-            return SAMPLES
-
-    service = live("v1", "v2", 25.0, {"v1": 3, "v2": 2})
-    monkeypatch.setattr(console_app, "source_for", lambda name: Watched(name, {"llm": service}))
-
-
 def test_watch_shows_the_wave_table_with_the_current_wave_traffic_bars_and_real_traffic(rolling, tmp_path):
     picture = tmp_path / "watch.svg"
     result = RUNNER.invoke(console_app.app, ["watch", "llm", "--count", "1", "--svg", str(picture)],
