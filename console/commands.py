@@ -37,6 +37,8 @@ class CommandResult:
     canary: str | None
     canary_traffic: float
     message: str
+    recorded_at: float  # when the command was written into the routing record (epoch s)
+    took_s: float  # from then until the console saw its effect (or gave up)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -82,7 +84,7 @@ def carry_out(controller, cluster_key: str, command: str, by: str | None = None,
                    f"promote recorded: the running `pulumi up` skips the remaining bakes of {order.version}")
     return CommandResult(service=service, command=command, version=order.version, by=by, acted=acted,
                          primary=live.primary, canary=live.canary, canary_traffic=live.canary_traffic,
-                         message=message)
+                         message=message, recorded_at=order.at, took_s=round(time.time() - order.at, 3))
 
 
 def _wait_for(controller, order: record.OperatorCommand, wait_s: float, poll_s: float):

@@ -86,8 +86,9 @@ def rollouts_of(deployment: dict) -> list[Rollout]:
 class StackSource:
     """A stack of this repo (`stacks/Pulumi.<stack>.yaml`), read as `make` runs it."""
 
-    def __init__(self, stack: str, repo: Path = REPO):
-        self.stack, self.repo = stack, repo
+    def __init__(self, stack: str, repo: Path | None = None):
+        # GPUSERVE_PROJECT: another checkout's stacks (the tests' own projects, say).
+        self.stack, self.repo = stack, Path(repo or os.environ.get("GPUSERVE_PROJECT") or REPO)
         self._deployment: dict | None = None
 
     def _workspace(self):
