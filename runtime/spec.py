@@ -13,6 +13,8 @@ Whether changing a field restarts replicas is declared on the field itself:
 
 from __future__ import annotations
 
+import re
+
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -169,10 +171,17 @@ class Webhook(_Frozen):
     """Where a rollout's events go (runtime/notify.py): a JSON POST per event, or Slack's
     incoming-webhook payload with `format: slack`."""
 
-    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+    url: str = Field(max_length=2048)
     format: Literal["json", "slack"] = "json"
     # Only these events (start, wave, rollback, done); all when unset.
     events: list[Literal["start", "wave", "rollback", "done"]] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+            raise ValueError("an http:// or https:// URL")
+        return url
 
     def redacted(self) -> str:
         """The URL without its path and query (a Slack hook's path is its secret)."""
