@@ -72,9 +72,10 @@ def test_abort_from_a_second_process_moves_all_traffic_to_the_primary_within_2s_
             time.sleep(0.05)
         on_primary_after = time.time() - recorded
         thread.join(300)
-    assert data["acted"].startswith("the running pulumi up"), data
-    assert on_primary_after <= 2.0, f"all traffic on v1 {on_primary_after:.2f}s after the abort was recorded"
     run = result["run"]
+    assert data["acted"].startswith("the running pulumi up"), data
+    assert on_primary_after <= 2.0, (f"all traffic on v1 {on_primary_after:.2f}s after the abort was recorded "
+                                     f"({data})\n{run.report()}")
     assert not run.ok and "aborted by operator" in run.output, run.report()
     assert load.failed == 0, (load.counts, load.errors[:5])
     # The same config is not rolled out again: the next up refuses, saying what to change.
