@@ -37,8 +37,9 @@ class CommandResult:
     canary: str | None
     canary_traffic: float
     message: str
-    recorded_at: float  # when the command was written into the routing record (epoch s)
-    took_s: float  # from then until the console saw its effect (or gave up)
+    recorded_at: float  # when the write of the command into the routing record returned (epoch s)
+    write_s: float  # how long that write (a Serve config PUT) took
+    took_s: float  # from recorded_at until the console saw its effect (or gave up)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -61,7 +62,9 @@ def carry_out(controller, cluster_key: str, command: str, by: str | None = None,
     if order is None or live.canary is None:
         raise CommandError(f"{service}: nothing to {command}: {live.primary} serves 100% and no rollout is "
                            "under way (see `gpuserve history " + service + "`)")
+    writing = time.time()
     controller.serve.set_operator(order)
+    recorded = time.time()
     try:
         with service_lock(cluster_key, service, holder=f"gpuserve {command} ({by})", wait_s=0):
             acted = "this console (no `pulumi up` was converging the service)"
@@ -84,7 +87,8 @@ def carry_out(controller, cluster_key: str, command: str, by: str | None = None,
                    f"promote recorded: the running `pulumi up` skips the remaining bakes of {order.version}")
     return CommandResult(service=service, command=command, version=order.version, by=by, acted=acted,
                          primary=live.primary, canary=live.canary, canary_traffic=live.canary_traffic,
-                         message=message, recorded_at=order.at, took_s=round(time.time() - order.at, 3))
+                         message=message, recorded_at=recorded, write_s=round(recorded - writing, 3),
+                         took_s=round(time.time() - recorded, 3))
 
 
 def _wait_for(controller, order: record.OperatorCommand, wait_s: float, poll_s: float):
