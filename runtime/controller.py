@@ -652,7 +652,7 @@ STEP_ORDER = ("deploy", "ready wait", "baseline", "traffic shift", "bake", "gate
 URGENT_GATES = frozenset({"traffic-errors", "success-rate", "serve-status", "operator"})
 # How often a bake reads the routing record for an operator's command: an abort moves
 # all traffic to the primary within about this plus one router write.
-OPERATOR_POLL_S = 0.25
+OPERATOR_POLL_S = 0.5
 
 
 def _prometheus_gate(gates: GateConfig) -> PrometheusGate | None:
