@@ -164,6 +164,17 @@ def watch_command(service: Optional[str] = typer.Argument(None, help="one servic
         picture.save_svg(str(svg), title=f"gpuserve watch {service or ''}".strip())
 
 
+def _past(stack: str, service: str) -> tuple[Source, Rollout, list[dict]]:
+    """The service's past rollouts: the state's copy merged with the live record's."""
+    try:
+        source = source_for(stack)
+        (rollout,) = _chosen(source, stack, service)
+        live, _ = source.live(rollout)
+    except ConsoleError as exc:
+        _fail(str(exc))
+    return source, rollout, merged(rollout.rollouts, live.rollouts)
+
+
 @app.command("timeline")
 def timeline_command(service: str = typer.Argument(..., help="the service"),
                      out: Path = typer.Option(..., "--out", help="file.png or file.html"),
@@ -179,13 +190,7 @@ def timeline_command(service: str = typer.Argument(..., help="the service"),
 
     if out.suffix.lower() not in (".png", ".html"):
         _fail(f"--out {out}: give a .png or an .html file")
-    try:
-        source = source_for(stack)
-        (rollout,) = _chosen(source, stack, service)
-        live, _ = source.live(rollout)
-    except ConsoleError as exc:
-        _fail(str(exc))
-    past = merged(rollout.rollouts, live.rollouts)
+    source, rollout, past = _past(stack, service)
     if not past:
         _fail(f"{service} has no rollout yet: nothing to plot")
     index = (number or len(past)) - 1
@@ -252,13 +257,7 @@ def history_command(service: str = typer.Argument(..., help="the service"), stac
                     as_json: bool = JSON) -> None:
     """Past rollouts of SERVICE, oldest first: when, from -> to, the outcome and why, the
     waves reached and each gate's figures (kept in the cluster and in the stack's state)."""
-    try:
-        source = source_for(stack)
-        (rollout,) = _chosen(source, stack, service)
-        live, _ = source.live(rollout)
-    except ConsoleError as exc:
-        _fail(str(exc))
-    past = merged(rollout.rollouts, live.rollouts)
+    _, _, past = _past(stack, service)
     if as_json:
         typer.echo(json.dumps({"stack": stack, "service": service, "rollouts": past}, indent=1))
         return
