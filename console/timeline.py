@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Entries whose replica and traffic fields set the shape from then on.
-SHAPE_STEPS = ("deploy-canary", "wave", "hold", "finish", "rollback", "rollback-start", "rollback-done")
+SHAPE_STEPS = ("deploy-canary", "shift", "wave", "hold", "finish", "rollback", "rollback-start", "rollback-done")
 
 
 @dataclass
@@ -53,6 +53,12 @@ def series(run: dict) -> Series:
         out.traffic[version], out.replicas[version] = [], []
         out.error_rate[version], out.p95_ms[version] = [], []
     primary_replicas, canary_replicas, canary_traffic = n, 0, 0.0
+    # Before the first move: the primary alone, at full size.
+    out.t_shape.append(0.0)
+    out.traffic[source].append(100.0)
+    out.traffic[target].append(0.0)
+    out.replicas[source].append(n)
+    out.replicas[target].append(0)
     for entry in history:
         t = round((entry.get("at") or started) - started, 3)
         step = entry.get("step")

@@ -369,6 +369,8 @@ class RolloutController:
         """Move the canary's traffic share to the step's, bake, and judge the gates."""
         with self.timed("traffic shift"):
             self.serve.shift(primary, canary, step.canary_traffic, started, self.baseline_p95_ms)
+        # On record (not in the log): what the timeline draws the bake's traffic from.
+        self.history.add(step="shift", wave=step.wave, canary_traffic=step.canary_traffic)
         if step.gated:
             judged = self.timings.get("gate", 0.0)
             start = time.monotonic()

@@ -137,8 +137,16 @@ def summary(history: list[dict], *, service: str, source: str | None, target: st
             ended: float, outcome: Outcome, waves: int, reason: str | None = None,
             operator: OperatorCommand | None = None) -> dict:
     """One rollout as the history keeps it, from the controller's entries of the run."""
-    gates = [{"at": e.get("at"), "wave": e.get("wave"), **_gate_figures(e.get("gate") or {})}
-             for e in history if e.get("step") == "gate"]
+    gates, evaluated = [], {}
+    for e in history:
+        if e.get("step") == "evaluation" and e.get("canary"):
+            evaluated = e  # the real traffic the next verdict was judged on
+        if e.get("step") == "gate":
+            figures = _gate_figures(e.get("gate") or {})
+            for side in ("canary", "primary"):
+                if side not in figures and isinstance(evaluated.get(side), dict):
+                    figures[side] = _traffic_figures(evaluated[side])
+            gates.append({"at": e.get("at"), "wave": e.get("wave"), **figures})
     reached = max((int(e.get("wave") or 0) for e in history if e.get("step") in ("wave", "gate", "finish")),
                   default=0)
     return {
@@ -158,6 +166,14 @@ def _gate_figures(figures: dict) -> dict:
         if isinstance(figures.get(side), dict):
             keep[side] = {k: figures[side][k] for k in ("sent", "success_rate", "p95_ms") if k in figures[side]}
     return keep
+
+
+def _traffic_figures(window: dict) -> dict:
+    """An evaluation's figures of one version (runtime/analysis.Figures.summary), as a
+    gate verdict's: requests sent, share ok, p95."""
+    sent = int(window.get("requests") or 0)
+    return {"sent": sent, "success_rate": round(1 - float(window.get("error_rate") or 0), 4),
+            **({"p95_ms": window["p95_ms"]} if sent and "p95_ms" in window else {})}
 
 
 def appended(rollouts: list[dict], entry: dict, keep: int = KEEP) -> list[dict]:

@@ -211,8 +211,9 @@ def test_a_healthy_rollout_records_deploy_baseline_gated_waves_and_finish():
     kinds = [(e.get("step"), e.get("wave")) for e in controller.history.entries
              if e.get("step") and e["step"] != "evaluation"]
     assert kinds == [("deploy-canary", None), ("baseline", None),
-                     ("gate", 1), ("wave", 1), ("gate", 2), ("wave", 2), ("gate", 3), ("wave", 3),
-                     ("gate", 4), ("finish", 4), ("timings", None)]
+                     ("shift", 1), ("gate", 1), ("wave", 1), ("shift", 2), ("gate", 2), ("wave", 2),
+                     ("shift", 3), ("gate", 3), ("wave", 3), ("shift", 4), ("gate", 4), ("finish", 4),
+                     ("timings", None)]
 
 
 def test_a_step_timed_inside_another_is_counted_once(monkeypatch):

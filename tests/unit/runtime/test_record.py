@@ -78,3 +78,16 @@ def test_a_summary_keeps_each_gate_verdict_with_its_figures():
     assert entry["gates"] == [{"at": 2.0, "wave": 1, "gate": "splitter", "passed": True,
                                "canary": {"sent": 40, "success_rate": 1.0, "p95_ms": 21.0}}]
     assert (entry["reached_wave"], entry["waves"], len(entry["reason"])) == (1, 4, record.MAX_REASON)
+
+
+def test_a_verdict_on_real_traffic_keeps_the_figures_of_the_evaluation_it_was_judged_on():
+    history = [
+        {"at": 1.0, "step": "evaluation", "wave": 1, "canary": {"requests": 21, "errors": 1, "error_rate": 0.0476,
+                                                                "p95_ms": 48.2},
+         "primary": {"requests": 21, "errors": 0, "error_rate": 0.0, "p95_ms": 65.3}},
+        {"at": 1.1, "step": "gate", "wave": 1, "gate": {"gate": "traffic-errors", "passed": False}},
+    ]
+    (gate,) = record.summary(history, service="clf", source="v2", target="v3", started=0.0, ended=2.0,
+                             outcome="rolled back", waves=2)["gates"]
+    assert gate["canary"] == {"sent": 21, "success_rate": 0.9524, "p95_ms": 48.2}
+    assert gate["primary"]["success_rate"] == 1.0
