@@ -220,7 +220,8 @@ def metrics_command(service: Optional[str] = typer.Argument(None, help="one serv
                     port: int = typer.Option(9477, "--port", min=0, max=65535, help="where to serve /metrics"),
                     once: bool = typer.Option(False, "--once", help="print one scrape and exit"),
                     window: float = typer.Option(10.0, "--window", min=1.0,
-                                                 help="seconds of real traffic per scrape")) -> None:
+                                                 help="seconds of real traffic per scrape"),
+                    as_json: bool = typer.Option(False, "--json", help="one scrape as JSON (implies --once)")) -> None:
     """Serve the rollouts' phase, waves, weights, replicas, GPUs, real-traffic figures,
     last gate verdicts and operator commands as Prometheus metrics on
     127.0.0.1:PORT/metrics, read live at each scrape. --once prints one scrape (the
@@ -236,6 +237,11 @@ def metrics_command(service: Optional[str] = typer.Argument(None, help="one serv
         _fail(str(exc))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RolloutCollector(source, rollouts, window))
+    if as_json:
+        samples = [{"name": s.name, "labels": s.labels, "value": s.value}
+                   for family in registry.collect() for s in family.samples]
+        typer.echo(json.dumps({"stack": stack, "metrics": samples}, indent=1))
+        return
     if once:
         typer.echo(generate_latest(registry).decode(), nl=False)
         return

@@ -79,3 +79,13 @@ def test_the_exporter_serves_on_loopback(rolling):
         server.shutdown()
         server.server_close()
         assert isinstance(thread, threading.Thread)
+
+
+def test_metrics_json_is_one_scrape_as_data(rolling):
+    import json
+
+    result = RUNNER.invoke(console_app.app, ["metrics", "--json"])
+    assert result.exit_code == 0, result.output
+    samples = json.loads(result.output)["metrics"]
+    weights = {s["labels"]["version"]: s["value"] for s in samples if s["name"] == "gpuserve_traffic_percent"}
+    assert weights == {"v1": 75.0, "v2": 25.0}
