@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -300,6 +301,16 @@ def _gate_cell(gate: dict) -> str:
     return f"w{gate.get('wave')} {gate.get('gate')} {word}{figures}"
 
 
+def _log_to_stderr(controller) -> None:
+    """The controller's progress lines, when the console acts itself, go to stderr: stdout
+    is the command's answer (JSON with --json)."""
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+    controller.log = log
+    if controller.notifier is not None:
+        controller.notifier.log = log
+
+
 def _command(stack: str, service: str, command: str, as_json: bool, wait_s: float) -> None:
     from console.commands import CommandError, carry_out
 
@@ -307,6 +318,7 @@ def _command(stack: str, service: str, command: str, as_json: bool, wait_s: floa
     try:
         (rollout,) = _chosen(source, stack, service)
         with source.session(rollout) as (controller, client):
+            _log_to_stderr(controller)
             result = carry_out(controller, client.cluster_key, command, wait_s=wait_s)
         if result.acted.startswith("this console"):
             source.refresh(rollout)  # state learns what moved; the next preview says what to change

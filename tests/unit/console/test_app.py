@@ -176,7 +176,8 @@ def test_abort_with_no_up_running_rolls_the_held_canary_back_and_refreshes_the_s
 def test_promote_with_no_up_running_ends_the_hold_and_the_json_says_who_carried_it_out(cluster):
     result = RUNNER.invoke(console_app.app, ["promote", "llm", "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)  # the controller's progress lines went to stderr
+    assert "rollout complete: v2 is primary" in result.stderr
     assert (data["command"], data["version"], data["primary"], data["canary"]) == ("promote", "v2", "v2", None)
     assert data["acted"].startswith("this console")
     cluster.tc.assert_serves_only(cluster.serve, "v2")
