@@ -33,7 +33,9 @@ from pulumi.dynamic import (
 
 from components.providers.watchdog import arm
 
-OUTPUT_KEYS = ("primary_version", "canary_version", "weights", "replicas", "replica_ids", "history")
+OUTPUT_KEYS = ("primary_version", "canary_version", "weights", "replicas", "replica_ids", "history", "operator",
+               "rollouts")
+KEPT_ROLLOUTS = 50  # past rollouts kept in state (the live record keeps runtime.record.KEEP)
 MAX_IDENTITIES = 200  # labels remembered per service
 
 
@@ -76,7 +78,9 @@ def _session(props: dict) -> Iterator[tuple[Any, Any]]:
                                        "splitter_admins": props.get("splitter_admins") or []})
     # k8s: the token arrives as a (secret) input; local: it sits in the head's state dir.
     token = props.get("token") or Path(props["token_path"]).read_text().strip()
-    with dashboard(props["dashboard_url"], props.get("kubeconfig")) as url, ServeClient(url, token) as client:
+    # Locks are keyed by the declared address, not the forward's port of this call.
+    with dashboard(props["dashboard_url"], props.get("kubeconfig")) as url, \
+            ServeClient(url, token, cluster_key=props["dashboard_url"]) as client:
         yield RolloutController(spec, client), client
 
 
@@ -87,17 +91,43 @@ def _http_url(props: dict) -> str:
 
 def _converge(props: dict) -> dict:
     """Create and update are the same act: bring the live service to the spec."""
+    from runtime.serve_api import service_lock
+
     try:
-        with _session(props) as (controller, _):
-            live = controller.converge()
+        with _session(props) as (controller, client), \
+                service_lock(client.cluster_key, props["spec"]["service"], holder="pulumi up"):
+            try:
+                live = controller.converge()
+            finally:
+                controller.close()  # the webhooks' last events go out, within seconds
+                _keep_record(props, controller)
     except Exception as exc:
         raise _failure(exc) from exc
     return _outputs(props, live, controller.history.entries)
 
 
+def _keep_record(props: dict, controller) -> None:
+    """The run's full record beside the stack's state, whatever the outcome (a failed
+    `up` records no outputs): what `gpuserve timeline` draws."""
+    from pathlib import Path
+
+    from runtime.record import write_run
+
+    run = controller.run_record()
+    if run is None or not props.get("record_dir"):
+        return
+    try:
+        write_run(Path(props["record_dir"]) / props["spec"]["service"], run)
+    except OSError as exc:
+        print(f"[{props['spec']['service']}] could not keep the rollout's record: {exc}", flush=True)
+
+
 def _outputs(props: dict, live, history: list[dict] | None) -> dict:
+    from runtime.record import merged
+
     return {**{k: v for k, v in props.items() if k not in OUTPUT_KEYS}, **live.outputs(),
-            "history": history or []}
+            "history": history or [], "rollouts": merged(props.get("rollouts") or [], live.rollouts,
+                                                          keep=KEPT_ROLLOUTS)}
 
 
 def _failure(exc: Exception) -> Exception:
@@ -149,6 +179,7 @@ def preview_lines(olds: dict, news: dict) -> str:
 def recorded_live(props: dict):
     """The live service as the last `up` or `refresh` recorded it in state."""
     from runtime.live import LiveService
+    from runtime.record import OperatorCommand
 
     spec = props.get("spec") or {}
     ready = {v: int(r) for v, r in (props.get("replicas") or {}).items()}
@@ -163,7 +194,7 @@ def recorded_live(props: dict):
         primary=primary, canary=canary,
         canary_traffic=float((props.get("weights") or {}).get(canary, 0.0)) if canary else 0.0,
         declared=dict(ready), ready=ready, replica_ids={}, statuses={}, started_at=None,
-        latency_baseline_ms=None, router_config=None,
+        latency_baseline_ms=None, router_config=None, operator=OperatorCommand.from_json(props.get("operator")),
     )
 
 
@@ -172,27 +203,44 @@ def _known(value: Any) -> bool:
     return value is None or isinstance(value, dict)
 
 
-def _live_drift(props: dict) -> str | None:
-    """Why the live service differs from what state says is done, or None. Asked on every
-    diff that sees no config change, because live state is the truth."""
+def _live_state(props: dict):
+    """The cluster's Serve state now, or None where it does not answer (an unreachable
+    cluster is reported by the node pool's own read)."""
     try:
-        with _session(props) as (controller, client):
-            state = client.state()
-    except Exception:  # noqa: BLE001 - an unreachable cluster is reported by the node pool
+        with _session(props) as (_, client):
+            return client.state()
+    except Exception:  # noqa: BLE001
         return None
-    return drift(state, controller.spec)
+
+
+def operator_note(live, spec) -> str | None:
+    """PURE. What an operator's command did that the stack config does not say yet: the
+    config is the thing to change (runtime/record.py)."""
+    command = live.operator
+    want, hold = spec.version.version, spec.rollout.canary_percent
+    if command is None or command.version != want:
+        return None
+    if command.command == "promote" and live.primary == want and hold not in (None, 100):
+        return (f"{want} was {command.describe()}, but the stack config still holds it at canary_percent "
+                f"{hold:g}: set the rollout's canary_percent to 100 (or remove it) to match")
+    return None
 
 
 def drift(state, spec) -> str | None:
     """PURE. A canary left by a killed run, a held canary whose Serve status failed, or a
     primary changed behind our back all need a `pulumi up` though the config stands still."""
     from runtime import apps
+    from runtime.decisions import _operator_abort
     from runtime.live import observe
     from runtime.gates import serve_status_verdict
 
     live = observe(state, spec.service)
     want = spec.version.version
     hold = spec.rollout.canary_percent
+    aborted = _operator_abort(live, spec, live.primary)
+    if aborted is not None:
+        return (f"{want} was {aborted.describe()}, and the stack config still declares it: set the service's "
+                f"version back to {live.primary} to keep the abort, or run `gpuserve retry {spec.service}`")
     if not live.declared:
         return "the service has no apps on the cluster"
     if live.primary != want and live.canary != want:
@@ -249,21 +297,34 @@ class ModelRolloutProvider(ResourceProvider):
             # known yet, so neither is the plan.
             print(f"[{_id}] serving runtime changes: the service will be deployed afresh", flush=True)
             return DiffResult(changes=True, replaces=[], delete_before_replace=False)
+        from runtime.live import observe
+        from runtime.spec import ServiceSpec
+
         kind, _ = describe_change(olds, news)
         moved = [k for k in ("dashboard_url", "token_path", "cluster_id")
                  if olds.get(k) is not None and olds.get(k) != news.get(k)]
-        drift = _live_drift({**olds, **news}) if kind == "none" and not moved else None
+        # Live state is the truth: read once, for drift and for what an operator did.
+        state = _live_state({**olds, **news}) if not moved else None
+        spec = ServiceSpec.model_validate({**news["spec"], "http_url": _http_url(news) or ""})
+        live = observe(state, spec.service) if state is not None else None
+        drift_now = drift(state, spec) if kind == "none" and state is not None else None
+        note = operator_note(live, spec) if live is not None else None
+        if note:
+            print(f"[{spec.service}] {note}", flush=True)
         access = olds.get("kubeconfig") != news.get("kubeconfig")
-        if kind == "none" and not moved and not drift:
+        if kind == "none" and not moved and not drift_now:
             if access:
                 # Only how the provider reaches the cluster changed: record it, move nothing.
                 print(f"[{news['spec']['service']}] cluster credentials (kubeconfig) changed: "
                       "recorded, nothing moves", flush=True)
             return DiffResult(changes=access)
         if kind != "none":
-            print(preview_lines(olds, news), flush=True)
-        if drift:
-            print(f"[{news['spec']['service']}] {drift}: `pulumi up` will converge it", flush=True)
+            # An operator's command since the last `up` is known only live (a failed `up`
+            # records no outputs).
+            recorded = {**olds, "operator": live.outputs()["operator"]} if live is not None else olds
+            print(preview_lines(recorded, news), flush=True)
+        if drift_now:
+            print(f"[{spec.service}] {drift_now}: `pulumi up` will converge it", flush=True)
         if moved:
             print(f"[{news['spec']['service']}] serving cluster changed ({', '.join(moved)}): "
                   "the service is deployed afresh there", flush=True)
@@ -325,7 +386,11 @@ class ModelRollout(Resource, module="gpuserve", name="ModelRollout"):
         """Exactly one of token_path (local: a file on this machine) or token (a secret).
         `kubeconfig` (a secret; None for the ambient one) reaches a `k8s-portforward://`
         dashboard address."""
+        from runtime.constants import PROJECT_DIR
+
         props = {"spec": spec, "http_url": http_url, "splitter_admins": splitter_admins,
+                 # Where each rollout's full record is kept (runtime/record.write_run).
+                 "record_dir": str(PROJECT_DIR / ".state" / pulumi.get_stack() / "rollouts"),
                  "dashboard_url": dashboard_url, "token_path": token_path,
                  "token": token, "cluster_id": cluster_id, **{k: None for k in OUTPUT_KEYS}}
         if kubeconfig is not None:

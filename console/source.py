@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_PASSPHRASE = "gpuserve-local-stack"  # the Makefile's, for local-target stacks
@@ -29,6 +30,9 @@ class Rollout:
     token: str | None
     token_path: str | None
     kubeconfig: str | None
+    rollouts: list[dict] = field(default_factory=list)  # past rollouts, as state keeps them
+    props: dict = field(default_factory=dict)  # every output, for a provider session
+    urn: str = ""
 
 
 class Source(Protocol):
@@ -36,6 +40,23 @@ class Source(Protocol):
 
     def live(self, rollout: Rollout) -> tuple[Any, float | None]:
         """(LiveService, GPUs its replicas hold) from the cluster now."""
+        ...
+
+    def session(self, rollout: Rollout) -> contextlib.AbstractContextManager:
+        """(RolloutController, ServeClient) on the service's cluster, as a provider has them."""
+        ...
+
+    def refresh(self, rollout: Rollout) -> None:
+        """`pulumi refresh` of the service's ModelRollout: state learns what the console did."""
+        ...
+
+    def run_record(self, rollout: Rollout, rollout_id: int) -> dict | None:
+        """A rollout's full record (runtime/record.write_run), where this machine keeps it."""
+        ...
+
+    def samples(self, rollout: Rollout, since_ms: int) -> list[dict]:
+        """The splitter's answers for the service since `since_ms` (none where its admin
+        sockets are not on this machine)."""
         ...
 
 
@@ -57,15 +78,17 @@ def rollouts_of(deployment: dict) -> list[Rollout]:
         found.append(Rollout(service=spec.get("service") or resource["urn"].rsplit("::", 1)[-1], spec=spec,
                              history=out.get("history") or [], dashboard_url=out.get("dashboard_url") or "",
                              token=out.get("token"), token_path=out.get("token_path"),
-                             kubeconfig=out.get("kubeconfig")))
+                             kubeconfig=out.get("kubeconfig"), rollouts=out.get("rollouts") or [],
+                             props=out, urn=resource["urn"]))
     return sorted(found, key=lambda r: r.service)
 
 
 class StackSource:
     """A stack of this repo (`stacks/Pulumi.<stack>.yaml`), read as `make` runs it."""
 
-    def __init__(self, stack: str, repo: Path = REPO):
-        self.stack, self.repo = stack, repo
+    def __init__(self, stack: str, repo: Path | None = None):
+        # GPUSERVE_PROJECT: another checkout's stacks (the tests' own projects, say).
+        self.stack, self.repo = stack, Path(repo or os.environ.get("GPUSERVE_PROJECT") or REPO)
         self._deployment: dict | None = None
 
     def _workspace(self):
@@ -101,6 +124,42 @@ class StackSource:
 
     def rollouts(self) -> list[Rollout]:
         return rollouts_of(self.deployment())
+
+    @contextlib.contextmanager
+    def session(self, rollout: Rollout) -> Iterator[tuple[Any, Any]]:
+        import httpx
+
+        from components.rollout import _session
+        from runtime.k8s_forward import ForwardError
+        from runtime.serve_api import ServeApiError
+
+        try:
+            with _session(rollout.props) as (controller, client):
+                yield controller, client
+        except (httpx.HTTPError, ServeApiError, ForwardError, OSError) as exc:
+            raise ConsoleError(f"{rollout.service}: the cluster at {rollout.dashboard_url} does not answer "
+                               f"({type(exc).__name__}: {exc})") from None
+
+    def run_record(self, rollout: Rollout, rollout_id: int) -> dict | None:
+        from runtime.record import read_run
+
+        folder = rollout.props.get("record_dir")
+        return read_run(Path(folder) / rollout.service / f"{rollout_id}.json") if folder else None
+
+    def samples(self, rollout: Rollout, since_ms: int) -> list[dict]:
+        from runtime.analysis import collect
+
+        return collect(rollout.props.get("splitter_admins") or [], rollout.service, since_ms)
+
+    def refresh(self, rollout: Rollout) -> None:
+        from pulumi import automation as auto
+
+        try:
+            auto.Stack.select(self.stack, self._workspace()).refresh(target=[rollout.urn])
+        except auto.CommandError as exc:
+            raise ConsoleError(f"the command took effect, but `pulumi refresh` of {rollout.service} failed "
+                               f"({str(exc).strip()[-300:]}); run `make refresh STACK={self.stack}`") from None
+        self._deployment = None
 
     def live(self, rollout: Rollout) -> tuple[Any, float | None]:
         import httpx

@@ -73,11 +73,25 @@ def verdicts(history: list[dict] | None, last: int = LAST_VERDICTS) -> list[dict
             for e in gates[-last:]]
 
 
+def _same_config(spec: dict, intent: dict | None) -> bool:
+    if not intent or not intent.get("spec"):
+        return True  # nothing under way, or a record from before digests: the state's spec stands
+    from runtime.spec import ServiceSpec
+
+    try:
+        return ServiceSpec.model_validate({**spec, "http_url": spec.get("http_url") or "http://x"}).digest() == \
+            intent["spec"]
+    except ValueError:
+        return False
+
+
 def status(service: str, live: LiveService, spec: dict | None, history: list[dict] | None,
            gpus_in_use: float | None) -> ServiceStatus:
     spec = spec or {}
     capacity = spec.get("capacity") or {}
-    hold = (spec.get("rollout") or {}).get("canary_percent")
+    # The state's spec is the last finished `up`'s: while another runs, its hold is not
+    # this run's. Trusted only when the run under way is of that very config.
+    hold = (spec.get("rollout") or {}).get("canary_percent") if _same_config(spec, live.intent) else None
     return ServiceStatus(service=service, pool=spec.get("pool"), phase=phase(live, hold), versions=versions(live),
                          gpus_in_use=gpus_in_use, pool_gpus=capacity.get("pool_gpus"),
                          verdicts=verdicts(history))

@@ -21,10 +21,12 @@ from typing import Callable, Iterator
 
 from runtime.decisions import Intent, Move, decide
 from runtime.errors import RolloutFailed
-from runtime import analysis
+from runtime import analysis, record
 from runtime.gates import GateVerdict, Prober, TrafficGate, serve_status_verdict
 from runtime.live import History, LiveService
+from runtime.notify import Notifier, notifier_for
 from runtime.plan import Plan, Step, StepKind, plan_rollback
+from runtime.record import OperatorCommand
 from runtime.prometheus import PrometheusGate
 from runtime.serve_actions import ServeActions
 from runtime.serve_api import ServeClient, surge_lease
@@ -43,7 +45,8 @@ class RolloutController:
     def __init__(self, spec: ServiceSpec, client: ServeClient, prober: Prober | None = None,
                  log: Callable[[str], None] | None = None, poll_s: float = 0.25,
                  traffic: TrafficGate | None = None,
-                 metrics_gate: Callable[[GateConfig], PrometheusGate | None] | None = None):
+                 metrics_gate: Callable[[GateConfig], PrometheusGate | None] | None = None,
+                 notifier: Notifier | None = None):
         self.spec = spec
         self.serve = ServeActions(spec, client, poll_s)
         self.prober = prober or Prober(spec.http_url.rstrip("/") + spec.route_prefix, spec.rollout.gates.probe)
@@ -60,6 +63,23 @@ class RolloutController:
         self.timings: dict[str, float] = {}
         self._inner: list[float] = []  # time of the steps timed inside each open `timed`
         self._judging_since_ms: int | None = None
+        # (primary, canary, started) while a rollout runs forward: what an operator's
+        # command (runtime/record.py) may stop or hurry. Read at every poll of every wait.
+        self._forward: tuple[str, str, float] | None = None
+        self.promoted: OperatorCommand | None = None
+        self.last_summary: dict | None = None  # of the rollout this run ended (or held)
+        self.serve.interrupt = self._operator_poll
+        # Webhooks for the run's events, delivered off this thread (runtime/notify.py).
+        self.notifier = notifier if notifier is not None else notifier_for(spec.rollout.notify, self.log)
+
+    def notify(self, event: str, message: str, **fields) -> None:
+        if self.notifier is not None:
+            self.notifier.send(event, self.spec.service, message, **fields)
+
+    def close(self) -> None:
+        """End of the run: give the webhooks' queue a bounded few seconds to drain."""
+        if self.notifier is not None:
+            self.notifier.close()
 
     @contextlib.contextmanager
     def timed(self, step: str) -> Iterator[None]:
@@ -113,6 +133,8 @@ class RolloutController:
         if move.intent in (Intent.ROLLBACK_STALE, Intent.ABORT):
             self._rollback(live, reason=move.why, raise_after=False)  # it says what it does
             return self.live()
+        if move.intent is Intent.REFUSE:
+            raise RolloutFailed(f"{self.spec.service}: {move.why}")
         if move.intent is Intent.RESUME_ROLLBACK:
             self._rollback(live, reason=move.why)  # raises: the rollout failed, as it had
             return self.live()
@@ -180,7 +202,7 @@ class RolloutController:
             return run()
         started = live.started_at or time.time()
         remaining = started + self.spec.rollout.deadline_minutes * 60 - time.time()
-        with surge_lease(self.serve.client.dashboard_url, self.spec.pool or "default", self.spec.service, remaining,
+        with surge_lease(self.serve.client.cluster_key, self.spec.pool or "default", self.spec.service, remaining,
                          on_wait=lambda holder: self.say(
                              f"waiting for the rollout of {holder} in pool '{self.spec.pool or 'default'}' to end: "
                              "one rollout at a time surges in a pool")):
@@ -194,12 +216,17 @@ class RolloutController:
         self.say(f"rollout {primary} -> {canary}: {plan.waves} waves, surge {plan.surge}, "
                  f"peak {plan.peak_gpus:g} GPUs\n{plan.table()}")
         resumed = live.canary == canary
+        self.notify("start", f"rollout {primary} -> {canary}: {plan.waves} waves, surge {plan.surge}"
+                    + (" (resumed)" if resumed else ""), **{"from": primary, "to": canary}, waves=plan.waves,
+                    resumed=resumed)
         self.baseline_p95_ms = live.latency_baseline_ms if resumed else None
         if resumed and self.baseline_p95_ms is None:
             # Killed before the baseline reached the router: measure it now, at the split
             # that stands, rather than judge latency with no reference at all.
             self._measure_baseline(primary, canary, started, live.canary_traffic)
         self.serve.deadline = started + self.spec.rollout.deadline_minutes * 60
+        self._forward = (primary, canary, started)
+        held = False
         for step in plan.steps:
             # Recorded in the router with this step's first write: a run cut off here is
             # resumed in the same direction (runtime/decisions.py).
@@ -207,16 +234,103 @@ class RolloutController:
                                  "spec": self.spec.digest()}
             try:
                 self._check_deadline(started, step)
+                self.serve.operator(fresh=True)
+                self._operator_poll()  # before each step, whatever the waits saw
                 if STEPS[step.kind](self, primary, canary, started, step, plan):
+                    held = step.kind is StepKind.HOLD
                     break
             except GateFailed as failed:  # compensate, then raise RolloutFailed
+                self._forward = None
                 self._rollback(self.live(), reason=failed.verdict.detail, wave=step.wave,
                                waves=plan.waves, verdict=failed.verdict)
             except RolloutFailed:
                 raise  # a wait gave up after its own compensation
             except Exception as exc:
+                self._forward = None
                 self._safety_net(exc, step, plan)
+        self._forward = None
+        if held and self.promoted:
+            return self._past_the_hold()
+        live = self.live()
+        if held:
+            summary = self._summary(primary, canary, started, "held", plan.waves)
+            # Converging a hold again moves nothing, and writes nothing either.
+            if not any(r.get("id") == summary["id"] and r.get("outcome") == "held" for r in live.rollouts):
+                self.serve.write_summary(summary)
+        return live
+
+    def _past_the_hold(self) -> LiveService:
+        """The operator promoted a held canary: the rest of the rollout, as `pulumi up`
+        with canary_percent unset would run it (the stack config still says hold: the next
+        preview says so, runtime/record.py)."""
+        self.spec = self.spec.model_copy(update={"rollout": self.spec.rollout.model_copy(
+            update={"canary_percent": None})})
+        self.serve.spec = self.spec
+        live = self.live()
+        move = decide(live, self.spec)[0]
+        if move.intent is not Intent.ROLLOUT:
+            return live
+        self.say(f"{self.promoted.describe()}: going on past the hold")
+        return self._rollout(live, move.plan)
+
+    # --------------------------------------------------------------- operator
+    def _operator_poll(self) -> None:
+        """At every poll of a forward rollout: an operator's abort ends it (the rollback
+        follows, as for a failed gate); a promote skips the remaining bakes and holds."""
+        if self._forward is None:
+            return
+        primary, canary, started = self._forward
+        command = self.serve.operator()
+        if command is None or not command.applies_to(canary, started, self.spec.digest()):
+            return
+        if command.command == "abort":
+            self._forward = None
+            raise GateFailed(GateVerdict(False, "operator", command.describe()))
+        if self.promoted is None:
+            self.promoted = command
+            self.say(f"{command.describe()}: the remaining bakes and holds are skipped", step="operator",
+                     operator=command.to_json())
+
+    def abort_now(self, command: OperatorCommand) -> LiveService:
+        """The operator's abort with no `pulumi up` running: the same rollback."""
+        live = self.live()
+        if live.canary != command.version:
+            raise RolloutFailed(f"{self.spec.service}: nothing to abort: {live.primary} serves 100%"
+                                + (f" and the canary is {live.canary}" if live.canary else ""))
+        self._rollback(live, reason=command.describe(), verdict=GateVerdict(False, "operator", command.describe()),
+                       raise_after=False)
         return self.live()
+
+    def promote_now(self, command: OperatorCommand) -> LiveService:
+        """The operator's promote with no `pulumi up` running: the rest of the rollout,
+        bakes skipped."""
+        live = self.live()
+        if live.canary != command.version:
+            raise RolloutFailed(f"{self.spec.service}: nothing to promote: {live.primary} serves 100%"
+                                + (f" and the canary is {live.canary}" if live.canary else ""))
+        self.promoted = command
+        self.spec = self.spec.model_copy(update={
+            "version": self.spec.version.model_copy(update={"version": command.version})
+            if self.spec.version.version != command.version else self.spec.version,
+            "rollout": self.spec.rollout.model_copy(update={"canary_percent": None})})
+        self.serve.spec = self.spec
+        return self.converge()
+
+    def _summary(self, primary: str, canary: str, started: float, outcome: str, waves: int,
+                 reason: str | None = None, operator: OperatorCommand | None = None) -> dict:
+        self.last_summary = record.summary(
+            self.history.entries, service=self.spec.service, source=primary, target=canary, started=started,
+            ended=time.time(), outcome=outcome, waves=waves, reason=reason, operator=operator)
+        return self.last_summary
+
+    def run_record(self) -> dict | None:
+        """This run's part of a rollout, for its full record (runtime/record.write_run):
+        the summary, every step and evaluation, and what a timeline needs of the spec.
+        None when the run carried no rollout forward or back."""
+        if self.last_summary is None:
+            return None
+        return {"id": self.last_summary["id"], "summary": self.last_summary, "history": self.history.entries,
+                "num_gpus": self.spec.version.num_gpus, "replicas": self.spec.scaling.replicas}
 
     def _safety_net(self, exc: Exception, step: Step, plan: Plan) -> None:
         """Anything unforeseen after traffic may have moved: all traffic back on the
@@ -255,6 +369,8 @@ class RolloutController:
         """Move the canary's traffic share to the step's, bake, and judge the gates."""
         with self.timed("traffic shift"):
             self.serve.shift(primary, canary, step.canary_traffic, started, self.baseline_p95_ms)
+        # On record (not in the log): what the timeline draws the bake's traffic from.
+        self.history.add(step="shift", wave=step.wave, canary_traffic=step.canary_traffic)
         if step.gated:
             judged = self.timings.get("gate", 0.0)
             start = time.monotonic()
@@ -279,13 +395,20 @@ class RolloutController:
             self.serve.scale(canary, step.canary_replicas, on_fail=_serve_gate,
                              purpose=f"growing canary {canary} to {step.canary_replicas}", watch=watch)
         t = step.canary_traffic
-        self.say(f"wave {step.wave}/{plan.waves}: {canary} {step.canary_replicas} replicas at {t:.4g}%, "
-                 f"{primary} {step.primary_replicas} replicas at {100 - t:.4g}%", step="wave", wave=step.wave,
-                 primary_replicas=step.primary_replicas, canary_replicas=step.canary_replicas, canary_traffic=t)
+        message = (f"wave {step.wave}/{plan.waves}: {canary} {step.canary_replicas} replicas at {t:.4g}%, "
+                   f"{primary} {step.primary_replicas} replicas at {100 - t:.4g}%")
+        self.say(message, step="wave", wave=step.wave, primary_replicas=step.primary_replicas,
+                 canary_replicas=step.canary_replicas, canary_traffic=t)
+        self.notify("wave", message, **{"from": primary, "to": canary}, wave=step.wave, waves=plan.waves,
+                    canary_traffic=t, canary_replicas=step.canary_replicas, primary_replicas=step.primary_replicas)
         return False
 
     def _hold(self, primary: str, canary: str, started: float, step: Step, plan: Plan) -> bool:
         self._shift_and_gate(primary, canary, started, step)
+        if self.promoted is not None:
+            return True  # `_rollout` goes on past it
+        self.notify("done", f"holding at {step.canary_traffic:.4g}% canary traffic (canary_percent)",
+                    **{"from": primary, "to": canary}, outcome="held", canary_traffic=step.canary_traffic)
         self.say(f"holding at {step.canary_traffic:.4g}% canary traffic (canary_percent); next `pulumi up` "
                  "with 100 or unset completes, 0 aborts", step="hold", wave=step.wave,
                  canary_traffic=step.canary_traffic)
@@ -301,10 +424,14 @@ class RolloutController:
         drain = self.spec.scaling.graceful_shutdown_timeout_s
         self.say(f"wave {step.wave}: {canary} serves 100%; draining {primary} as it is deleted "
                  f"(in-flight requests get up to {drain:g}s)")
+        self.serve.summary = self._summary(primary, canary, started, "promoted", plan.waves,
+                                           operator=self.promoted)
         with self.timed("delete"):
             self.serve.remove_version(primary, canary)
         self.say(f"rollout complete: {canary} is primary with {step.canary_replicas} replicas",
                  step="finish", wave=step.wave, canary_traffic=100)
+        self.notify("done", f"rollout complete: {canary} is primary with {step.canary_replicas} replicas",
+                    **{"from": primary, "to": canary}, outcome="promoted", waves=plan.waves)
         self._said_timings()
         return True
 
@@ -346,6 +473,8 @@ class RolloutController:
             if not self.serve.shift(primary, canary, first, live.started_at, self.baseline_p95_ms):
                 self.serve.write_router(primary, canary, first, live.started_at, self.baseline_p95_ms)
             self.say(f"rolling back {canary} -> {primary}: {reason}\n{plan.table()}", step="rollback-start")
+            self.notify("rollback", f"rolling back {canary} -> {primary}: {reason}", **{"from": canary, "to": primary},
+                        reason=reason, urgent=urgent)
             p, c = live.ready.get(primary, 0), live.ready.get(canary, 0)
             announced = False
             if first == 0:
@@ -355,6 +484,10 @@ class RolloutController:
                 if step.canary_traffic == 0 and not announced:
                     announced = self._all_on_primary(primary, p, canary, c, urgent=False)
                 if step.kind is StepKind.REMOVE_CANARY:
+                    aborted = verdict is not None and verdict.gate == "operator"
+                    self.serve.summary = self._summary(
+                        primary, canary, live.started_at or time.time(), "aborted" if aborted else "rolled back",
+                        waves, reason=reason, operator=self.serve.operator() if aborted else None)
                     self.serve.remove_version(canary, primary)
                     c = 0
                 elif step.canary_replicas < c:
@@ -368,6 +501,10 @@ class RolloutController:
             if p < n:
                 self.serve.scale(primary, n)
             self.say(f"rollback complete: {primary} serves 100% with {n} replicas", step="rollback-done")
+            aborted = verdict is not None and verdict.gate == "operator"
+            self.notify("done", f"rollback complete: {primary} serves 100% with {n} replicas",
+                        **{"from": canary, "to": primary}, outcome="aborted" if aborted else "rolled back",
+                        reason=reason)
         if raise_after:
             where = f" at wave {wave}/{waves}" if wave else " before wave 1"
             gate = f" ({verdict.gate} gate)" if verdict else ""
@@ -435,6 +572,8 @@ class RolloutController:
         metrics = self.metrics_gate(gates)  # one per bake: it counts failed queries in a row
         latest: list = []
         while True:
+            if self.promoted is not None:
+                return self._gate_said(step, GateVerdict(True, "operator", self.promoted.describe()))
             verdict = self._status_verdict(canary)
             if not verdict.passed:
                 return verdict
@@ -448,13 +587,22 @@ class RolloutController:
                     return self._gate_said(step, GateVerdict(False, failed.gate, failed.detail))
             if time.monotonic() >= end:
                 break
-            time.sleep(min(gates.evaluate_every_seconds, max(0.0, end - time.monotonic())))
+            self._sleep_polling(min(gates.evaluate_every_seconds, max(0.0, end - time.monotonic())))
         if any(j.passed for j in latest):
             detail = "; ".join(j.detail for j in latest)
             return self._gate_said(step, GateVerdict(True, next(j.gate for j in latest if j.passed), detail))
         with self.timed("gate"):
             verdict = self.prober.evaluate(gates, self.baseline_p95_ms)
         return self._gate_said(step, verdict)
+
+    def _sleep_polling(self, seconds: float) -> None:
+        """Sleep, reading the routing record every OPERATOR_POLL_S for an operator's command."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(OPERATOR_POLL_S, left))
+            if self._forward is not None:
+                self.serve.operator(fresh=True)
+                self._operator_poll()
 
     def _evaluated(self, step: Step, judgements: list, window_s: float) -> None:
         """Every evaluation is on record: in the history, and one line in the log."""
@@ -503,7 +651,10 @@ _WORD = {True: "pass", False: "FAIL", None: "no verdict"}
 STEP_ORDER = ("deploy", "ready wait", "baseline", "traffic shift", "bake", "gate", "drain", "delete")
 # Verdicts that say the canary fails requests (not merely slow, nor late): its rollback
 # moves all traffic to the primary at once rather than as the primary's replicas allow.
-URGENT_GATES = frozenset({"traffic-errors", "success-rate", "serve-status"})
+URGENT_GATES = frozenset({"traffic-errors", "success-rate", "serve-status", "operator"})
+# How often a bake reads the routing record for an operator's command: an abort moves
+# all traffic to the primary within about this plus one router write.
+OPERATOR_POLL_S = 0.5
 
 
 def _prometheus_gate(gates: GateConfig) -> PrometheusGate | None:

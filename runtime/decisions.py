@@ -26,6 +26,7 @@ class Live(Protocol):
     declared: dict[str, int]  # version -> declared replicas
     ready: dict[str, int]  # version -> ready replicas
     intent: dict | None  # what the last run was doing, from the router
+    operator: object | None  # the operator's last command (runtime/record.OperatorCommand)
 
 
 class Intent(str, Enum):
@@ -36,6 +37,7 @@ class Intent(str, Enum):
     IN_PLACE = "in-place"  # the target is primary: lightweight changes only
     ABORT = "abort"  # canary_percent 0 while the target is the canary
     DECLINE = "decline"  # canary_percent 0 and nothing under way: nothing moves
+    REFUSE = "refuse"  # the target was aborted by an operator and the config still declares it
     ROLLOUT = "rollout"  # start, or resume, primary -> target
 
     @property
@@ -83,7 +85,17 @@ def decide(live: Live, spec: ServiceSpec) -> list[Move]:
                           _rollback(live, n, surge, primary, canary, traffic)))
         canary, traffic = None, 0.0
     intent = live.intent or {}
-    if canary and canary == target and intent.get("direction") == "rollback" and intent.get("spec") == spec.digest():
+    aborted = _operator_abort(live, spec, primary)
+    if aborted is not None and canary == target:
+        # The operator's abort was cut off half-way: finish it, as any rollback.
+        moves.append(Move(Intent.RESUME_ROLLBACK, primary, canary, f"finishing the rollback: {target} was "
+                          f"{aborted.describe()}", _rollback(live, n, surge, primary, canary, traffic)))
+    elif aborted is not None:
+        moves.append(Move(Intent.REFUSE, primary, None, (
+            f"{target} was {aborted.describe()}, and the stack config still declares it; nothing moves. Set "
+            f"the service's version back to {primary} to keep the abort, or run `gpuserve retry {spec.service}` "
+            f"to roll {target} out again")))
+    elif canary and canary == target and intent.get("direction") == "rollback" and intent.get("spec") == spec.digest():
         # A rollback stays a rollback: the run that began it was cut off, and nothing the
         # user declares has changed since, so finishing the rollout would undo a verdict.
         moves.append(Move(Intent.RESUME_ROLLBACK, primary, canary,
@@ -114,6 +126,16 @@ def decide(live: Live, spec: ServiceSpec) -> list[Move]:
                           f"{start} {primary} -> {target}: {plan.waves} waves, surge {plan.surge} of N={n}, "
                           f"peak {plan.peak_gpus:g} GPUs", plan, resumed))
     return moves
+
+
+def _operator_abort(live: Live, spec: ServiceSpec, primary: str | None):
+    """The operator's abort of the declared version, while it still stands: the config has
+    not changed since (same digest, when the abort recorded one) and it is not primary."""
+    command = getattr(live, "operator", None)
+    target = spec.version.version
+    if command is None or command.command != "abort" or command.version != target or primary == target:
+        return None
+    return command if command.spec in (None, spec.digest()) else None
 
 
 def _rollback(live: Live, n: int, surge: int, primary: str, canary: str, traffic: float) -> Plan:

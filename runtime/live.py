@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from runtime import apps
+from runtime import apps, record
+from runtime.record import OperatorCommand
 from runtime.serve_api import ServeState
 
 
@@ -33,6 +34,9 @@ class LiveService:
     # What the run that wrote the router was doing, written before each step: direction
     # ("forward" | "rollback"), target, wave, reason, and the config's digest then.
     intent: dict | None = None
+    # The operator's last command and the past rollouts (runtime/record.py).
+    operator: OperatorCommand | None = None
+    rollouts: list[dict] = field(default_factory=list)
 
     def outputs(self) -> dict:
         weights = {}
@@ -46,6 +50,7 @@ class LiveService:
             "weights": weights,
             "replicas": dict(self.ready),
             "replica_ids": {v: sorted(ids) for v, ids in self.replica_ids.items()},
+            "operator": self.operator.to_json() if self.operator else None,
         }
 
 
@@ -85,6 +90,8 @@ def observe(state: ServeState, service: str) -> LiveService:
         latency_baseline_ms=baseline,
         router_config=router.config if router else None,
         intent=intent if canary else None,  # with no canary, nothing is under way
+        operator=record.operator_of(router.config if router else None),
+        rollouts=record.rollouts_of(router.config if router else None),
     )
 
 

@@ -63,7 +63,32 @@ class LocalClusterHandle:
         return asdict(self)
 
 
+# Ray's own words when a raylet did not register with the GCS within its fixed 30 s
+# (ray/_private/node.py): on a loaded 2-core machine a transient, so worth one more try.
+STARTUP_TIMEOUT = "timed out during startup"
+
+
+def with_one_more_try(start_once: Callable[[], T], name: str, attempts: int = 2) -> T:
+    """`start_once()`, again if it failed only because its raylet registered too slowly
+    (its compensation stopped what it started, so nothing is left behind); any other
+    failure is final."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start_once()
+        except LocalClusterError as exc:
+            if STARTUP_TIMEOUT not in str(exc) or attempt == attempts:
+                raise
+            print(f"{name} timed out registering with the GCS (attempt {attempt} of {attempts}); "
+                  "starting it again", flush=True)
+    raise AssertionError("unreachable")
+
+
 def start(spec: LocalClusterSpec, ready_timeout_s: float = 90.0) -> LocalClusterHandle:
+    """Start the head and wait until its dashboard answers."""
+    return with_one_more_try(lambda: _start_once(spec, ready_timeout_s), f"Ray head '{spec.name}'")
+
+
+def _start_once(spec: LocalClusterSpec, ready_timeout_s: float) -> LocalClusterHandle:
     state = Path(spec.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     token_path = state / "auth_token"

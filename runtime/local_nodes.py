@@ -28,7 +28,8 @@ import psutil
 from runtime.constants import LOCAL_NODE_PORTS, LOCAL_NODE_PORTS_START, PROJECT_DIR
 from runtime.environment import child_environment
 from runtime.errors import LocalClusterError
-from runtime.local_cluster import LocalClusterHandle, alive, last_words, ray_start_command, stop, wait_started
+from runtime.local_cluster import (LocalClusterHandle, alive, last_words, ray_start_command, stop, wait_started,
+                                   with_one_more_try)
 from runtime.ray_start import LOOPBACK_ENV
 
 PORTS_PER_NODE = LOCAL_NODE_PORTS
@@ -99,24 +100,11 @@ def _environment(spec: WorkerSpec) -> dict[str, str]:
     )
 
 
-# Ray's own words when a raylet did not register with the GCS within its fixed 30 s
-# (ray/_private/node.py): on a loaded 2-core machine a transient, so worth one more try.
-STARTUP_TIMEOUT = "timed out during startup"
-
-
 def start(spec: WorkerSpec, dashboard_url: str, ready_timeout_s: float = 90.0, attempts: int = 2) -> dict:
     """Start one worker node and wait until the cluster lists it ALIVE. Returns its handle.
-    A node that gave up only because its raylet registered too slowly is started again
-    (its session was stopped first, so it leaves nothing behind); any other failure is final."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return _start_once(spec, dashboard_url, ready_timeout_s)
-        except LocalClusterError as exc:
-            if STARTUP_TIMEOUT not in str(exc) or attempt == attempts:
-                raise
-            print(f"Ray worker node '{spec.node_name}' timed out registering with the GCS "
-                  f"(attempt {attempt} of {attempts}); starting it again", flush=True)
-    raise AssertionError("unreachable")
+    A node that gave up only because its raylet registered too slowly is started again."""
+    return with_one_more_try(lambda: _start_once(spec, dashboard_url, ready_timeout_s),
+                             f"Ray worker node '{spec.node_name}'", attempts)
 
 
 def _start_once(spec: WorkerSpec, dashboard_url: str, ready_timeout_s: float) -> dict:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import httpx
 
-from runtime import apps, packaging, splitter
+from runtime import apps, packaging, record, splitter
 from runtime.constants import PROJECT_DIR
 from runtime.errors import RolloutFailed
 from runtime.gates import serve_status_verdict
@@ -38,6 +38,13 @@ class ServeActions:
         # The rollout's deadline (epoch seconds) while one runs forward: every wait ends by
         # then. None during a rollback, which must finish whatever the clock says.
         self.deadline: float | None = None
+        # Called at every poll of every wait (the controller's check for an operator's
+        # command); it may raise to end the wait.
+        self.interrupt: Callable[[], None] | None = None
+        # A finished rollout's summary (runtime/record.py), added to the history with the
+        # next write of the routing record.
+        self.summary: dict | None = None
+        self.last_state = None  # the Serve state the latest read returned
 
     # --------------------------------------------------------------- packages
     def code_uri(self) -> str | None:
@@ -59,22 +66,58 @@ class ServeActions:
         return {**record, "runtime_env": {"py_modules": [self.record_uri()]}}
 
     # --------------------------------------------------------------- reading
+    def state(self):
+        self.last_state = self.client.state()
+        return self.last_state
+
     def live(self) -> LiveService:
-        return observe(self.client.state(), self.spec.service)
+        return observe(self.state(), self.spec.service)
 
     def app(self, version: str):
-        return self.client.state().apps.get(apps.version_app_name(self.spec.service, version))
+        return self.state().apps.get(apps.version_app_name(self.spec.service, version))
+
+    def operator(self, fresh: bool = False) -> record.OperatorCommand | None:
+        """The operator's command in the routing record, as the latest read showed it."""
+        state = self.state() if fresh or self.last_state is None else self.last_state
+        router = state.apps.get(self.spec.service)
+        return record.operator_of(router.config if router else None)
 
     # --------------------------------------------------------------- writing
     def apply(self, change: Callable[[dict[str, dict]], dict[str, dict]]) -> None:
         """The one way to write Serve: read, change our apps, PUT the union. Every version
         app of the service sits on its hidden prefix, where the splitter sends traffic."""
         service = self.spec.service
+        summary = self.summary
 
         def with_prefixes(current: dict[str, dict]) -> dict[str, dict]:
-            return {name: apps.with_hidden_prefix(service, name, config) for name, config in change(current).items()}
+            changed = change(current)
+            if service in changed:
+                # A new routing record keeps the live one's operator command and history.
+                router = record.carried(current.get(service), changed[service])
+                if summary is not None:
+                    router = record.with_rollouts(
+                        router, record.appended(record.rollouts_of(current.get(service)), summary))
+                changed[service] = router
+            return {name: apps.with_hidden_prefix(service, name, config) for name, config in changed.items()}
 
         self.client.update_apps(with_prefixes, http_options=self.spec.http_options)
+        if summary is not None and self.summary is summary:
+            self.summary = None  # written
+
+    def write_summary(self, summary: dict) -> None:
+        """Add a rollout's summary to the history now (when no routing write follows)."""
+        self.summary = summary
+        self.apply(lambda a: a)
+
+    def set_operator(self, command: record.OperatorCommand | None) -> None:
+        """Record (or clear, with None) the operator's command in the routing record."""
+        service = self.spec.service
+
+        def change(current: dict[str, dict]) -> dict[str, dict]:
+            if service not in current:
+                raise RolloutFailed(f"{service} has no routing record on the cluster: nothing to command")
+            return {**current, service: record.with_operator(current[service], command)}
+        self.apply(change)
 
     def put_declared_version(self, replicas: int) -> None:
         """Write the app of the version the spec declares, at `replicas` replicas."""
@@ -132,8 +175,8 @@ class ServeActions:
     def in_place_update_needed(self, version: str, replicas: int) -> tuple[dict, dict] | None:
         """The version and router apps a lightweight change needs, or None if live already matches."""
         wanted = apps.version_app(self.spec.service, self.spec.version, self.spec.scaling, replicas, self.code_uri())
-        router_wanted = self.router_app(version, None, {version: 100})
         live = self.live()
+        router_wanted = record.carried(live.router_config, self.router_app(version, None, {version: 100}))
         current = self.app(version)
         if current and _same_app(current.config, wanted) and _same_app(live.router_config or {}, router_wanted):
             return None
@@ -176,6 +219,7 @@ class ServeActions:
         deadline = time.monotonic() + timeout_s
         while True:
             app = self.app(version)
+            self._interrupt()  # on the state just read
             if app is not None:
                 replicas_now = [r for d in app.serving for r in d.replicas]
                 running = sum(1 for r in replicas_now if r.state == "RUNNING")
@@ -194,10 +238,14 @@ class ServeActions:
     def wait_gone(self, version: str, timeout_s: float = 120.0) -> None:
         name = apps.version_app_name(self.spec.service, version)
         deadline = time.monotonic() + timeout_s
-        while name in self.client.state().apps:
+        while name in self.state().apps:
             if time.monotonic() > deadline:
                 raise RolloutFailed(f"{self.spec.service}: app {name} still present {timeout_s:g}s after delete")
             time.sleep(self.poll_s)
+
+    def _interrupt(self) -> None:
+        if self.interrupt is not None:
+            self.interrupt()
 
     def _give_up(self, why: str, on_fail: OnFail) -> None:
         if on_fail:

@@ -202,6 +202,28 @@ def surge_lease(dashboard_url: str, pool: str, service: str, timeout_s: float,
         lock.release()
 
 
+@contextlib.contextmanager
+def service_lock(cluster_key: str, service: str, holder: str, wait_s: float | None = None) -> Iterator[None]:
+    """Held by whoever converges a service (a `pulumi up`, or the console acting on an
+    operator's command when nothing runs): one at a time. `wait_s` None waits as long
+    as it takes; 0 raises ServiceBusy at once, naming the holder."""
+    path = _lock_path("service", f"{cluster_key}#{service}")
+    lock = filelock.FileLock(path)
+    try:
+        lock.acquire(timeout=-1 if wait_s is None else wait_s)
+    except filelock.Timeout:
+        raise ServiceBusy(_holder(path)) from None
+    try:
+        path.with_suffix(".holder").write_text(f"{holder} (pid {os.getpid()})")
+        yield
+    finally:
+        lock.release()
+
+
+class ServiceBusy(Exception):
+    """Another process converges the service; its description is the message."""
+
+
 def _lock_path(kind: str, key: str) -> Path:
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"gpuserve-{kind}-{digest}.lock"
@@ -214,8 +236,12 @@ def _holder(path: Path) -> str:
 
 class ServeClient:
     def __init__(self, dashboard_url: str, token: str, timeout_s: float = 30.0,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, cluster_key: str | None = None):
         self.dashboard_url = dashboard_url.rstrip("/")
+        # What the cross-process locks are keyed by: the cluster's declared address. A
+        # Kubernetes dashboard is reached through a port-forward whose local port differs
+        # per call, so the URL itself would lock nothing.
+        self.cluster_key = (cluster_key or dashboard_url).rstrip("/")
         self._http = httpx.Client(
             base_url=self.dashboard_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -274,7 +300,7 @@ class ServeClient:
         `change` receives every app on the cluster and returns the full new mapping;
         callers touch only their own service's apps. Returns the state read before.
         """
-        with cluster_lock(self.dashboard_url):
+        with cluster_lock(self.cluster_key):
             before = self.state()
             apps = {cfg["name"]: cfg for cfg in before.app_configs()}
             new_apps = change(dict(apps))

@@ -13,6 +13,8 @@ Whether changing a field restarts replicas is declared on the field itself:
 
 from __future__ import annotations
 
+import re
+
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -165,6 +167,28 @@ class GateConfig(_Frozen):
         return self.prometheus is not None and self.source in ("auto", "prometheus")
 
 
+class Webhook(_Frozen):
+    """Where a rollout's events go (runtime/notify.py): a JSON POST per event, or Slack's
+    incoming-webhook payload with `format: slack`."""
+
+    url: str = Field(max_length=2048)
+    format: Literal["json", "slack"] = "json"
+    # Only these events (start, wave, rollback, done); all when unset.
+    events: list[Literal["start", "wave", "rollback", "done"]] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+            raise ValueError("an http:// or https:// URL")
+        return url
+
+    def redacted(self) -> str:
+        """The URL without its path and query (a Slack hook's path is its secret)."""
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}/…"
+
+
 class RolloutStrategy(_Frozen):
     """How heavyweight changes roll out. Defaults follow Anyscale's published ones."""
 
@@ -179,6 +203,8 @@ class RolloutStrategy(_Frozen):
     # Hold the canary at this traffic share until the next `pulumi up`; 100 completes, 0 aborts.
     canary_percent: int | None = change(STRATEGY, None, ge=0, le=100)
     gates: GateConfig = change(STRATEGY, GateConfig())
+    # Webhooks for the rollout's events; they never hold it up (runtime/notify.py).
+    notify: list[Webhook] = change(STRATEGY, [], max_length=10)
 
     @field_validator("traffic_steps")
     @classmethod
@@ -275,7 +301,9 @@ class ServiceSpec(_Frozen):
         import hashlib
         import json
 
-        declared = self.model_dump(mode="json", exclude={"http_url", "splitter_admins", "capacity", "http_options"})
+        # Where notifications go is not what rolls out: changing it keeps a rollout's identity.
+        declared = self.model_dump(mode="json", exclude={"http_url": True, "splitter_admins": True, "capacity": True,
+                                                         "http_options": True, "rollout": {"notify"}})
         return hashlib.sha256(json.dumps(declared, sort_keys=True).encode()).hexdigest()[:16]
 
 

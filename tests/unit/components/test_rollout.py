@@ -129,6 +129,45 @@ def test_a_service_with_no_apps_is_drift():
         "the service has no apps on the cluster"
 
 
+def with_operator(state: ServeState, command: str, version: str, digest: str | None = None) -> ServeState:
+    from runtime import record
+
+    router = state.apps["llm"]
+    order = record.OperatorCommand(command, version, 1_800_000_000.0, "ops@desk", digest)
+    state.apps["llm"] = AppState("llm", router.status, "", record.with_operator(router.config, order), {})
+    return state
+
+
+def test_an_operators_standing_abort_is_drift_that_names_the_config_to_change():
+    want = spec("v2")
+    digest = ServiceSpec.model_validate(want).digest()
+    state = with_operator(serve_state(want, primary="v1"), "abort", "v2", digest)
+    reason = rollout.drift(state, ServiceSpec.model_validate(want))
+    assert reason.startswith("v2 was aborted by operator ops@desk") and "set the service's version back to v1" in reason
+    # Another config of v2 is not what was aborted: a plain drift, which `up` rolls out.
+    other = spec("v2", rollout__bake_seconds=7)
+    assert rollout.drift(state, ServiceSpec.model_validate(other)) == "live primary is v1, not v2"
+
+
+def test_a_promoted_hold_is_a_note_on_the_config_not_a_change():
+    from runtime.live import observe
+
+    want = spec("v2", rollout__canary_percent=25)
+    state = with_operator(serve_state(want, primary="v2"), "promote", "v2")
+    model = ServiceSpec.model_validate(want)
+    assert rollout.drift(state, model) is None  # nothing for `up` to move
+    note = rollout.operator_note(observe(state, "llm"), model)
+    assert "v2 was promoted by operator ops@desk" in note and "canary_percent 25" in note
+    assert rollout.operator_note(observe(state, "llm"), ServiceSpec.model_validate(spec("v2"))) is None
+
+
+def test_preview_after_a_failed_up_shows_the_refusal_the_live_abort_causes():
+    olds = props(spec("v1"))
+    olds["operator"] = {"command": "abort", "version": "v2", "at": 1_800_000_000.0, "by": "ops@desk"}
+    text = preview(olds, spec("v2"))
+    assert "v2 was aborted by operator ops@desk" in text and "gpuserve retry llm" in text
+
+
 # -------------------------------------------------------------------- immutability
 @pytest.fixture
 def provider(monkeypatch):

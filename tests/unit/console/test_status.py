@@ -51,3 +51,17 @@ def test_status_lists_primary_then_canary_with_traffic_replicas_gpus_and_the_las
     assert (s.pool, s.gpus_in_use, s.pool_gpus) == ("gpu", 5.0, 8)
     assert [v["wave"] for v in s.verdicts] == [2, 3, 4]  # the last three, newest last
     assert s.to_json()["versions"][0]["role"] == "primary"
+
+
+def test_the_hold_of_the_last_finished_up_does_not_name_the_phase_of_another_run_under_way():
+    from runtime.spec import ServiceSpec
+
+    held = {"service": "clf", "route_prefix": "/clf", "version": {"version": "v3", "import_path": "app:build"},
+            "scaling": {"num_replicas": 2}, "rollout": {"max_surge_percent": 50, "canary_percent": 50}}
+    digest = ServiceSpec.model_validate({**held, "http_url": "http://x"}).digest()
+    other_run = live(primary="v3", canary="v4", traffic=50.0, declared={"v3": 1, "v4": 2},
+                     intent={"direction": "forward", "wave": 1, "spec": "another config"})
+    assert status("clf", other_run, held, [], None).phase == "rolling out v3 -> v4: wave 1, 50% on the canary"
+    same_run = live(primary="v1", canary="v3", traffic=50.0, declared={"v1": 2, "v3": 1},
+                    intent={"direction": "forward", "wave": 1, "spec": digest})
+    assert status("clf", same_run, held, [], None).phase == "held at 50% on v3"

@@ -72,6 +72,7 @@ class FakeServe:
                  crash_at_put: int | None = None):
         self.start_polls = start_polls
         self.dashboard_url = f"http://fake-serve-{id(self)}:8265"  # its own locks
+        self.cluster_key = self.dashboard_url
         self.broken_versions = set(broken_versions)
         self.crash_at_put = crash_at_put  # 1-based count of attempted PUTs
         self.configs: dict[str, dict] = {}

@@ -8,6 +8,7 @@ between is still wrong.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 
 import httpx
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 
 import runtime.controller as controller_module
 import runtime.serve_actions as serve_actions_module
-from runtime import apps
+from runtime import apps, record
+from runtime.live import observe
 from runtime.controller import RolloutController
 from runtime.errors import RolloutFailed
 from runtime.gates import GateVerdict, ProbeStats, TrafficGate
@@ -209,8 +211,9 @@ def test_a_healthy_rollout_records_deploy_baseline_gated_waves_and_finish():
     kinds = [(e.get("step"), e.get("wave")) for e in controller.history.entries
              if e.get("step") and e["step"] != "evaluation"]
     assert kinds == [("deploy-canary", None), ("baseline", None),
-                     ("gate", 1), ("wave", 1), ("gate", 2), ("wave", 2), ("gate", 3), ("wave", 3),
-                     ("gate", 4), ("finish", 4), ("timings", None)]
+                     ("shift", 1), ("gate", 1), ("wave", 1), ("shift", 2), ("gate", 2), ("wave", 2),
+                     ("shift", 3), ("gate", 3), ("wave", 3), ("shift", 4), ("gate", 4), ("finish", 4),
+                     ("timings", None)]
 
 
 def test_a_step_timed_inside_another_is_counted_once(monkeypatch):
@@ -353,6 +356,16 @@ def test_a_canary_that_fails_requests_loses_all_its_traffic_at_once_then_the_rep
 
 
 # ---------------------------------------------------------- interrupted runs
+def serving_configs(configs: dict[str, dict]) -> dict[str, dict]:
+    """The configs without the rollout record (runtime/record.py): what serves, not when."""
+    out = copy.deepcopy(configs)
+    for config in out.values():
+        for deployment in config.get("deployments") or []:
+            for key in record.CARRIED:
+                (deployment.get("user_config") or {}).pop(key, None)
+    return out
+
+
 @functools.cache
 def uninterrupted() -> tuple[dict[str, dict], int]:
     """End configs and PUT count of a rollout v1 -> v2 that nothing interrupts."""
@@ -370,7 +383,9 @@ def test_a_rollout_killed_before_any_put_resumes_to_the_same_end_state(data):
     with pytest.raises(SimulatedCrash):
         converge(serve, spec("v2"))
     converge(serve, spec("v2"))  # a new `pulumi up`: a new controller, the same cluster
-    assert serve.configs == end_configs
+    assert serving_configs(serve.configs) == serving_configs(end_configs)
+    # The history has the one rollout, finished, however many runs it took.
+    assert [r["outcome"] for r in observe(serve.state(), "llm").rollouts] == ["promoted"]
     assert_serves_only(serve, "v2")
     assert_capacity_safe(serve.puts)
 
@@ -415,7 +430,9 @@ def test_canary_percent_100_after_a_hold_completes_the_rollout():
     converge(serve, spec("v2", canary_percent=25))
     converge(serve, spec("v2", canary_percent=100))
     assert_capacity_safe(serve.puts)
-    assert serve.configs == uninterrupted()[0]
+    assert serving_configs(serve.configs) == serving_configs(uninterrupted()[0])
+    # One rollout in the history: held, then (the same rollout, by its start) promoted.
+    assert [r["outcome"] for r in observe(serve.state(), "llm").rollouts] == ["promoted"]
 
 
 def test_canary_percent_0_after_a_hold_rolls_back_to_the_primary():
@@ -637,3 +654,102 @@ def test_a_surging_rollout_holds_its_pools_surge_lease_so_another_services_waits
     assert seen and all(s.startswith("other: the rollout of llm (pid") for s in seen), seen
     with serve_api.surge_lease(serve.dashboard_url, "default", "other", timeout_s=0):
         pass  # released when the rollout ended
+
+
+# ------------------------------------------------------------ operator commands
+class Commanded(FakeServe):
+    """A cluster where an operator (`gpuserve promote|abort`) writes a command into the
+    routing record right after the controller's `after_put`-th PUT."""
+
+    def __init__(self, command: str, after_put: int, **options):
+        super().__init__(**options)
+        self.command, self.after_put = command, after_put
+
+    def update_apps(self, change, http_options=None):
+        before = super().update_apps(change, http_options)
+        if self.after_put is not None and len(self.puts) == self.after_put:
+            self.after_put = None
+            command = record.command_for(self.command, self.configs[SERVICE], "ops@desk",
+                                         controller_module.time.time())
+            self.configs[SERVICE] = record.with_operator(self.configs[SERVICE], command)
+            self.commanded_at = len(self.puts)
+        return before
+
+
+def commanded(command: str, after_put: int) -> Commanded:
+    serve = Commanded(command, None, start_polls=START_POLLS)
+    converge(serve, spec("v1"))
+    serve.puts.clear()
+    serve.attempts, serve.after_put = 0, after_put
+    return serve
+
+
+def test_an_operators_abort_mid_rollout_moves_all_traffic_to_the_primary_at_once_and_fails_the_up():
+    serve = commanded("abort", after_put=3)  # the canary deployed and taking its first share
+    with pytest.raises(RolloutFailed, match=r"rolled back .*\(operator gate\): aborted by operator ops@desk"):
+        converge(serve, spec("v2"))
+    assert_serves_only(serve, "v1")
+    # The first write after the command takes every request off the canary.
+    _, _, canary_traffic = shape(serve.puts[serve.commanded_at])
+    assert canary_traffic == 0
+    (entry,) = observe(serve.state(), SERVICE).rollouts
+    assert (entry["from"], entry["to"], entry["outcome"], entry["operator"]) == ("v1", "v2", "aborted", "ops@desk")
+    assert "aborted by operator ops@desk" in entry["reason"]
+
+
+def test_an_aborted_version_is_not_rolled_out_again_until_its_config_changes_or_the_abort_is_cleared():
+    serve = commanded("abort", after_put=3)
+    with pytest.raises(RolloutFailed):
+        converge(serve, spec("v2"))
+    puts = len(serve.puts)
+    with pytest.raises(RolloutFailed, match=r"v2 was aborted by operator .*gpuserve retry llm"):
+        converge(serve, spec("v2"))
+    assert len(serve.puts) == puts  # refused before anything moved
+    # The abort was of that config: another config of v2 (a longer bake, say) rolls out.
+    wanted = spec("v2")
+    converge(serve, wanted.model_copy(update={"rollout": wanted.rollout.model_copy(update={"bake_seconds": 1})}))
+    assert_serves_only(serve, "v2")
+
+
+def test_an_operators_promote_skips_the_remaining_bakes():
+    serve = commanded("promote", after_put=3)
+    wanted = baking(600)  # ten minutes a wave, on the fake clock
+    controller = RolloutController(wanted, serve, prober=FakeProber(), log=lambda line: None, poll_s=1.0)
+    with offline(serve):
+        started = controller_module.time.time()
+        controller.converge()
+        spent = controller_module.time.time() - started
+    assert_serves_only(serve, "v2")
+    assert spent < 600 + 60, f"{spent:.0f}s: the bakes after the promote ran"
+    gates = [e["gate"] for e in controller.history.entries if e.get("step") == "gate"]
+    assert gates and all(g["gate"] == "operator" and g["passed"] for g in gates[1:]), gates
+    (entry,) = observe(serve.state(), SERVICE).rollouts
+    assert (entry["outcome"], entry["operator"]) == ("promoted", "ops@desk")
+
+
+def test_an_operators_promote_ends_a_hold_when_no_up_runs():
+    serve = serving("v1")
+    converge(serve, spec("v2", canary_percent=25))
+    command = record.OperatorCommand("promote", "v2", 1_700_000_100.0, "ops@desk")
+    serve.configs[SERVICE] = record.with_operator(serve.configs[SERVICE], command)
+    controller = RolloutController(spec("v2", canary_percent=25), serve, prober=FakeProber(), log=lambda line: None,
+                                   poll_s=1.0)
+    with offline(serve):
+        controller.promote_now(command)
+    assert_serves_only(serve, "v2")
+    assert_capacity_safe(serve.puts)
+    assert [r["outcome"] for r in observe(serve.state(), SERVICE).rollouts] == ["promoted"]
+
+
+def test_an_operators_abort_of_a_held_canary_when_no_up_runs_rolls_back_and_says_so_on_record():
+    serve = serving("v1")
+    converge(serve, spec("v2", canary_percent=25))
+    command = record.OperatorCommand("abort", "v2", 1_700_000_100.0, "ops@desk")
+    serve.configs[SERVICE] = record.with_operator(serve.configs[SERVICE], command)
+    controller = RolloutController(spec("v2", canary_percent=25), serve, log=lambda line: None, poll_s=1.0)
+    with offline(serve):
+        controller.abort_now(command)
+        with pytest.raises(RolloutFailed, match="nothing to abort: v1 serves 100%"):
+            controller.abort_now(command)
+    assert_serves_only(serve, "v1")
+    assert [r["outcome"] for r in observe(serve.state(), SERVICE).rollouts] == ["aborted"]

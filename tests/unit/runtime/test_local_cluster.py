@@ -53,3 +53,24 @@ def test_a_start_that_dies_or_never_gets_ready_is_compensated_and_says_why():
         alive.kill()
         alive.wait()
     assert stopped == ["dead", "late"]
+
+
+def test_a_head_whose_raylet_registered_too_slowly_is_started_once_more(monkeypatch):
+    from runtime import local_cluster
+    from runtime.errors import LocalClusterError
+
+    tries = []
+
+    def once(spec, timeout):
+        tries.append(1)
+        if len(tries) == 1:
+            raise LocalClusterError("Ray head 'gpu' exited with code 1 while starting: Exception: The current node "
+                                    "timed out during startup.")
+        return "handle"
+
+    monkeypatch.setattr(local_cluster, "_start_once", once)
+
+    class Spec:
+        name = "gpu"
+
+    assert local_cluster.start(Spec()) == "handle" and len(tries) == 2
