@@ -156,5 +156,7 @@ def test_watch_shows_the_wave_table_while_a_rollout_runs(stack):
     assert result["run"].ok, result["run"].report()
     status = json.loads(gpuserve(stack, "status", "clf", "--json").stdout)
     assert status["services"][0]["phase"] == "steady"
-    metrics = gpuserve(stack, "metrics", "--once")
-    assert 'gpuserve_traffic_percent{service="clf",version="v4",role="primary"} 100.0' in metrics.stdout
+    metrics = json.loads(gpuserve(stack, "metrics", "--json").stdout)["metrics"]
+    weights = {(m["labels"]["version"], m["labels"]["role"]): m["value"] for m in metrics
+               if m["name"] == "gpuserve_traffic_percent"}
+    assert weights == {("v4", "primary"): 100.0}, metrics
