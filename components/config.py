@@ -5,8 +5,9 @@ resource, and raises one `ConfigError` that lists every problem as
 `<key path>: got <value>; allowed: <what>`.
 
 Keys (stacks/Pulumi.<stack>.yaml):
-  gpuserve:target       local (default) | aws
+  gpuserve:target       local (default) | kubernetes | aws
   gpuserve:local        ports and logical CPUs of the local Ray head   (target local)
+  gpuserve:kubernetes   any cluster: kubeconfig, namespace, LB         (target kubernetes)
   gpuserve:aws          region and EKS cluster                         (target aws)
   gpuserve:node_pools   GPU node pools
   gpuserve:rollout      rollout defaults; a service's `rollout` overrides keys of it
@@ -58,6 +59,21 @@ RESERVED_LABEL_PREFIX = "gpuserve.io/"
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+# A Kubernetes resource quantity ("4", "500m", "16Gi").
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+
+def _label_map(labels: dict[str, str], own: bool) -> dict[str, str]:
+    """Kubernetes label keys and values; `own`: labels gpuserve sets, so not under its prefix."""
+    for key, value in labels.items():
+        if own and key.startswith(RESERVED_LABEL_PREFIX):
+            raise ValueError(f"{key}: keys under {RESERVED_LABEL_PREFIX} are gpuserve's own (the pool's name "
+                             "and GPU type); choose another key")
+        if not LABEL_KEY.match(key) or len(key.partition("/")[0 if "/" in key else 2]) > 253:
+            raise ValueError(f"{key!r}: a Kubernetes label key ([prefix/]name, name at most 63 characters)")
+        if not LABEL_VALUE.match(value):
+            raise ValueError(f"{key}={value!r}: a Kubernetes label value (at most 63 alphanumerics, '-', '_', '.')")
+    return labels
 
 
 class Strict(BaseModel):
@@ -266,15 +282,7 @@ class AwsNodePool(Strict):
     @field_validator("labels")
     @classmethod
     def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        for key, value in labels.items():
-            if key.startswith(RESERVED_LABEL_PREFIX):
-                raise ValueError(f"{key}: keys under {RESERVED_LABEL_PREFIX} are gpuserve's own (the pool's name "
-                                 "and GPU type); choose another key")
-            if not LABEL_KEY.match(key) or len(key.partition("/")[0 if "/" in key else 2]) > 253:
-                raise ValueError(f"{key!r}: a Kubernetes label key ([prefix/]name, name at most 63 characters)")
-            if not LABEL_VALUE.match(value):
-                raise ValueError(f"{key}={value!r}: a Kubernetes label value (at most 63 alphanumerics, '-', '_', '.')")
-        return labels
+        return _label_map(labels, own=True)
 
     @model_validator(mode="after")
     def _ordered(self) -> "AwsNodePool":
@@ -287,29 +295,22 @@ class AwsNodePool(Strict):
         return float(self.max_nodes * self.gpus_per_node)
 
 
-class AwsTarget(Strict):
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
-    # Use an existing EKS cluster (name + kubeconfig) or create one.
-    cluster_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-    create_cluster: bool = False
-    kubeconfig: str | None = None
-    kubernetes_version: str = Field("1.33", pattern=r"^1\.\d{2}$")
-    # Subnets of the node groups (and of the cluster when created): private ones.
-    subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(min_length=1)
+class ClusterSettings(Strict):
+    """What every Kubernetes target shares (aws is EKS plus node groups plus this)."""
+
     namespace: str = Field("gpuserve", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     public_load_balancer: bool = False
-    # An ACM certificate: with it the load balancer serves HTTPS on 443 only (no port 80).
-    tls_certificate_arn: str | None = Field(
-        None, pattern=r"^arn:aws(-cn|-us-gov)?:acm:[a-z]{2}(-[a-z]+)+-\d:\d{12}:certificate/[0-9a-f-]{36}$")
-    # The EKS API endpoint gpuserve creates is private (reached from inside the VPC) unless
-    # networks are listed here; then it is public to those networks only.
-    api_public_cidrs: list[str] = Field([], max_length=40)
     # GCS fault tolerance on an external Redis (KubeRay's HA guide) + replica spreading.
     ha: bool = False
     redis_address: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$", max_length=300)
     # Address the Ray head's dashboard and Serve proxies bind inside their pods. It must
     # be given explicitly: in a pod it is the wildcard address, never a host's.
     pod_bind_address: str = Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}$")
+    dcgm_exporter: bool = False
+    # The data plane: an image built from splitter/Dockerfile and pushed to a registry
+    # the nodes can pull from (README, "The aws target"), and how many pods run it.
+    splitter_image: str = Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=300)
+    splitter_replicas: int = Field(2, ge=1, le=64)
 
     @field_validator("pod_bind_address")
     @classmethod
@@ -324,6 +325,115 @@ class AwsTarget(Strict):
             raise ValueError(f"port of {value} must be 1..65535")
         return value
 
+
+class KubernetesTarget(ClusterSettings):
+    """Any cluster a kubeconfig reaches (GKE, AKS, on-prem, a lab cluster): gpuserve
+    deploys into `namespace` and expects GPU nodes to exist already."""
+
+    # A kubeconfig file's path, or the kubeconfig itself (then keep it a secret:
+    # `pulumi config set --secret`); unset: the ambient one ($KUBECONFIG, ~/.kube/config).
+    kubeconfig: str | None = Field(None, min_length=1, max_length=1 << 20)
+    context: str | None = Field(None, min_length=1, max_length=253)
+    # KubeRay's operator is assumed installed (it is cluster-wide); true installs it here.
+    install_kuberay: bool = False
+    # The NVIDIA device plugin DaemonSet on each pool's nodes; false where the cluster
+    # already runs one (GKE installs its own; so does the NVIDIA GPU Operator).
+    device_plugin: bool = True
+    # How the splitter is exposed: a LoadBalancer Service, or ClusterIP (bring your own
+    # Ingress or Gateway). Whether a load balancer is internal is the cloud's business:
+    # say it with its annotations (e.g. networking.gke.io/load-balancer-type: Internal,
+    # service.beta.kubernetes.io/azure-load-balancer-internal: "true").
+    service_type: Literal["LoadBalancer", "ClusterIP"] = "LoadBalancer"
+    load_balancer_annotations: dict[str, str] = Field({}, max_length=64)
+    load_balancer_class: str | None = Field(None, pattern=r"^[a-z0-9.-]+(/[A-Za-z0-9._-]+)?$", max_length=253)
+    # The networks a public load balancer admits (Service.spec.loadBalancerSourceRanges).
+    load_balancer_source_ranges: list[str] = Field([], max_length=100)
+
+    @field_validator("load_balancer_source_ranges")
+    @classmethod
+    def _ranges(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=True)  # raises ValueError with the reason
+        return value
+
+    @field_validator("load_balancer_annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not LABEL_KEY.match(key):
+                raise ValueError(f"{key!r}: an annotation key ([prefix/]name)")
+            if key.startswith(RESERVED_LABEL_PREFIX):
+                raise ValueError(f"{key}: annotations under {RESERVED_LABEL_PREFIX} are gpuserve's own; "
+                                 "use public_load_balancer")
+        return value
+
+
+class Toleration(Strict):
+    key: str | None = Field(None, max_length=316)
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = Field(None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+    @model_validator(mode="after")
+    def _exists(self) -> "Toleration":
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("value: no value with operator Exists")
+        return self
+
+
+class KubernetesNodePool(Strict):
+    """GPU nodes that exist in the cluster already, found by their labels; gpuserve runs
+    a KubeRay worker group on them (at most `max_nodes` workers of `gpus_per_node` GPUs)."""
+
+    name: str = Field(pattern=SERVICE_NAME, max_length=31)
+    gpu_type: str = Field("gpu", pattern=r"^[a-z0-9-]+$")
+    gpus_per_node: int = Field(ge=1, le=16)
+    min_nodes: int = Field(0, ge=0, le=1000)
+    max_nodes: int = Field(ge=1, le=1000)
+    # Labels of the pool's nodes (the worker pods' nodeSelector), e.g.
+    # cloud.google.com/gke-accelerator: nvidia-l4. Empty: any node with free GPUs.
+    node_selector: dict[str, str] = Field({}, max_length=20)
+    # Taints of the pool's nodes the workers tolerate; the default tolerates the
+    # conventional nvidia.com/gpu taint.
+    tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+        max_length=20)
+    # Each GPU worker pod's CPU and memory (requests = limits).
+    worker_cpu: str = Field("4", pattern=QUANTITY)
+    worker_memory: str = Field("16Gi", pattern=QUANTITY)
+
+    @field_validator("node_selector")
+    @classmethod
+    def _selector(cls, labels: dict[str, str]) -> dict[str, str]:
+        return _label_map(labels, own=False)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "KubernetesNodePool":
+        if self.min_nodes > self.max_nodes:
+            raise ValueError("min_nodes: min_nodes <= max_nodes")
+        return self
+
+    @property
+    def total_gpus(self) -> float:
+        return float(self.max_nodes * self.gpus_per_node)
+
+
+class AwsTarget(ClusterSettings):
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    # Use an existing EKS cluster (name + kubeconfig) or create one.
+    cluster_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+    create_cluster: bool = False
+    kubeconfig: str | None = None
+    kubernetes_version: str = Field("1.33", pattern=r"^1\.\d{2}$")
+    # Subnets of the node groups (and of the cluster when created): private ones.
+    subnet_ids: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")]] = Field(min_length=1)
+    # An ACM certificate: with it the load balancer serves HTTPS on 443 only (no port 80).
+    tls_certificate_arn: str | None = Field(
+        None, pattern=r"^arn:aws(-cn|-us-gov)?:acm:[a-z]{2}(-[a-z]+)+-\d:\d{12}:certificate/[0-9a-f-]{36}$")
+    # The EKS API endpoint gpuserve creates is private (reached from inside the VPC) unless
+    # networks are listed here; then it is public to those networks only.
+    api_public_cidrs: list[str] = Field([], max_length=40)
+
     @field_validator("api_public_cidrs")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
@@ -332,11 +442,6 @@ class AwsTarget(Strict):
             if network.prefixlen == 0:
                 raise ValueError(f"{cidr} opens the API endpoint to the whole internet; list your own networks")
         return value
-    dcgm_exporter: bool = False
-    # The data plane: an image built from splitter/Dockerfile and pushed to a registry
-    # the nodes can pull from (README, "The aws target"), and how many pods run it.
-    splitter_image: str = Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$", max_length=300)
-    splitter_replicas: int = Field(2, ge=1, le=64)
 
 
 class _Stack(Strict):
@@ -344,7 +449,8 @@ class _Stack(Strict):
     # does a stack named prod, production or prod-*), whatever the stack is called.
     environment: Literal["dev", "test", "staging", "prod"] | None = None
     rollout: RolloutStrategy = RolloutStrategy()
-    services: list[ServiceConfig] = Field(min_length=1)
+    # None yet is fine: the runtime, pools and load balancer come up, ready for services.
+    services: list[ServiceConfig] = []
 
 
 class LocalStack(_Stack):
@@ -353,17 +459,33 @@ class LocalStack(_Stack):
     node_pools: list[LocalNodePool] = Field(min_length=1)
 
 
+class KubernetesStack(_Stack):
+    target: Literal["kubernetes"]
+    kubernetes: KubernetesTarget
+    node_pools: list[KubernetesNodePool] = Field(min_length=1)
+
+    @property
+    def cluster(self) -> KubernetesTarget:
+        return self.kubernetes
+
+
 class AwsStack(_Stack):
     target: Literal["aws"]
     aws: AwsTarget
     node_pools: list[AwsNodePool] = Field(min_length=1)
 
+    @property
+    def cluster(self) -> AwsTarget:
+        return self.aws
 
-StackConfig = Annotated[Union[LocalStack, AwsStack], Field(discriminator="target")]
+
+# The two targets that run on Kubernetes (what their renderers take).
+ClusterStack = Union[KubernetesStack, AwsStack]
+StackConfig = Annotated[Union[LocalStack, KubernetesStack, AwsStack], Field(discriminator="target")]
 _ADAPTER: TypeAdapter = TypeAdapter(StackConfig)
 
 
-def load_stack_config(raw: dict[str, Any], stack: str) -> LocalStack | AwsStack:
+def load_stack_config(raw: dict[str, Any], stack: str) -> LocalStack | KubernetesStack | AwsStack:
     """Validate the `gpuserve:` namespace (keys without the prefix); raise ConfigError."""
     document = dict(raw)
     document.setdefault("target", "local")
@@ -376,7 +498,9 @@ def load_stack_config(raw: dict[str, Any], stack: str) -> LocalStack | AwsStack:
         # is what the values are (Pulumi hands structured config over as JSON).
         config = _ADAPTER.validate_json(json.dumps(document), strict=True)
     except ValidationError as exc:
-        root = LocalStack if document.get("target", "local") == "local" else AwsStack
+        target = document.get("target")
+        root = {"kubernetes": KubernetesStack, "aws": AwsStack}.get(target if isinstance(target, str) else "",
+                                                                   LocalStack)
         raise ConfigError(stack, [problem(err, document, root) for err in exc.errors()]) from None
     problems = _cross_checks(config, stack)
     if problems:
@@ -420,7 +544,7 @@ def _merge_rollout_defaults(document: dict[str, Any]) -> None:
         service["rollout"] = merged
 
 
-def _cross_checks(config: LocalStack | AwsStack, stack: str) -> list[tuple[str, Any, str]]:
+def _cross_checks(config: LocalStack | KubernetesStack | AwsStack, stack: str) -> list[tuple[str, Any, str]]:
     problems: list[tuple[str, Any, str]] = []
     pools = {pool.name: pool for pool in config.node_pools}
     _duplicates(problems, "node_pools", [p.name for p in config.node_pools])
@@ -477,6 +601,8 @@ def _cross_checks(config: LocalStack | AwsStack, stack: str) -> list[tuple[str, 
                              + "); grow the pool or lower num_replicas"))
     if isinstance(config, AwsStack):
         problems += _aws_checks(config, stack)
+    if isinstance(config, KubernetesStack):
+        problems += _kubernetes_checks(config, stack)
     if isinstance(config, LocalStack):
         if len(config.node_pools) > 1:
             problems.append((f"{NAMESPACE}:node_pools", [p.name for p in config.node_pools],
@@ -540,6 +666,37 @@ def _aws_checks(config: AwsStack, stack: str) -> list[tuple[str, Any, str]]:
     return problems
 
 
+def _kubernetes_checks(config: KubernetesStack, stack: str) -> list[tuple[str, Any, str]]:
+    problems: list[tuple[str, Any, str]] = []
+    target = config.kubernetes
+    where = f"{NAMESPACE}:kubernetes"
+    if target.kubeconfig and not kubeconfig_is_inline(target.kubeconfig) \
+            and not Path(target.kubeconfig).expanduser().is_file():
+        problems.append((f"{where}.kubeconfig", target.kubeconfig,
+                         "the path of an existing kubeconfig file, or a kubeconfig's contents (a secret)"))
+    if target.ha and not target.redis_address:
+        problems.append((f"{where}.redis_address", None, "host:port of the external Redis when ha is true"))
+    exposed = target.service_type == "LoadBalancer"
+    if exposed and target.public_load_balancer and not target.load_balancer_source_ranges:
+        problems.append((f"{where}.load_balancer_source_ranges", [],
+                         "the networks a public load balancer admits (an allowlist of CIDRs)"))
+    if exposed and target.public_load_balancer and is_prod_stack(config, stack) and any(
+            ipaddress.ip_network(cidr).prefixlen == 0 for cidr in target.load_balancer_source_ranges):
+        problems.append((f"{where}.load_balancer_source_ranges", target.load_balancer_source_ranges,
+                         "your own networks in prod, not the whole internet (/0)"))
+    return problems
+
+
+def kubeconfig_is_inline(value: str) -> bool:
+    """A kubeconfig's contents (YAML or JSON), as opposed to a file's path."""
+    return "\n" in value or value.lstrip().startswith(("{", "apiVersion"))
+
+
+def is_prod_stack(config: LocalStack | KubernetesStack | AwsStack, stack: str) -> bool:
+    """The policy pack's rule, early: `environment: prod`, or a stack named like prod."""
+    return config.environment == "prod" or stack in ("prod", "production") or stack.startswith("prod-")
+
+
 def _duplicates(problems: list, key: str, names: list[str]) -> None:
     for i, name in enumerate(names):
         if name in names[:i]:
@@ -550,7 +707,7 @@ def _shipped_versions() -> list[str]:
     return sorted(p.stem for p in (PROJECT_DIR / SHIPPED_CODE_DIR / "models").glob("*.npz"))
 
 
-def check_stack_file(path: Path) -> LocalStack | AwsStack:
+def check_stack_file(path: Path) -> LocalStack | KubernetesStack | AwsStack:
     """Validate a stack file the way the program will, without running Pulumi.
 
     `make up` and `make preview` call this first, so a bad config stops before the CLI

@@ -33,7 +33,7 @@ def problem(err: dict, document: dict, root: Any) -> tuple[str, Any, str]:
     """One pydantic error as (key path the user wrote, value given, what is allowed).
     `root` is the model the document was validated against (for the known keys)."""
     loc = list(err["loc"])
-    if loc and loc[0] in ("local", "aws") and document.get("target") == loc[0]:
+    if loc and loc[0] in ("local", "kubernetes", "aws") and document.get("target") == loc[0]:
         loc = loc[1:]  # drop the discriminator's tag: it is not a key the user wrote
     path = _key_path(loc)
     kind = err["type"]
@@ -42,7 +42,7 @@ def problem(err: dict, document: dict, root: Any) -> tuple[str, Any, str]:
     if kind == "missing":
         return path, "nothing", "a value (this key is required)"
     if kind == "union_tag_invalid":
-        return f"{NAMESPACE}:target", document.get("target"), "'local' or 'aws'"
+        return f"{NAMESPACE}:target", document.get("target"), "'local', 'kubernetes' or 'aws'"
     allowed = re.sub(r"^(Value error, |Input should be |Assertion failed, )", "", err["msg"])
     named = re.match(r"^(\w+): (.*)$", allowed)
     if kind == "value_error" and named and isinstance(err.get("input"), dict):

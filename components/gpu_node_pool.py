@@ -4,9 +4,12 @@ local: a Ray head on 127.0.0.1 and, with `gpus_per_node`, the pool's worker node
        to it, each with its virtual GPUs (`ray start --num-gpus`) and the pool's label
        resource; the head then runs no GPU work, and a resize touches only the nodes.
        Without `gpus_per_node` the head holds the GPUs (stacks made before node pools).
+kubernetes: GPU nodes the cluster has already, found by the pool's node selector and
+       tolerations; gpuserve adds the NVIDIA device plugin DaemonSet on them (unless the
+       cluster runs its own) and, optionally, the DCGM exporter.
 aws:   an EKS managed node group on the AL2023 NVIDIA AMI with the `nvidia.com/gpu`
-       NoSchedule taint and pool labels, its IAM role, an optional launch template, the
-       NVIDIA device plugin DaemonSet and, optionally, the DCGM exporter.
+       NoSchedule taint and pool labels, its IAM role, an optional launch template, and
+       the kubernetes target's DaemonSets.
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from typing import Any, Union
 
 import pulumi
 
-from components.config import AwsNodePool, AwsTarget, LocalCluster, LocalNodePool
+from components.config import (
+    AwsNodePool,
+    AwsTarget,
+    KubernetesNodePool,
+    KubernetesTarget,
+    LocalCluster,
+    LocalNodePool,
+)
 
 
 @dataclass(frozen=True)
@@ -37,13 +47,24 @@ class EksPoolArgs:
     launch_template: bool = True  # carry labels and disk in a launch template (user data)
 
 
-GpuNodePoolArgs = Union[LocalPoolArgs, EksPoolArgs]
+@dataclass(frozen=True)
+class KubernetesPoolArgs:
+    pool: KubernetesNodePool
+    kubernetes: KubernetesTarget
+    k8s_provider: Any  # pulumi_kubernetes.Provider
 
 
-def pool_facts(pool: LocalNodePool | AwsNodePool) -> dict:
+GpuNodePoolArgs = Union[LocalPoolArgs, KubernetesPoolArgs, EksPoolArgs]
+
+
+def pool_facts(pool: LocalNodePool | KubernetesNodePool | AwsNodePool) -> dict:
     if isinstance(pool, LocalNodePool):
         return {"pool": pool.name, "target": "local", "gpus_per_node": pool.gpus_per_node or pool.gpus,
                 "max_nodes": pool.nodes or 1, "total_gpus": pool.total_gpus, "instance_types": []}
+    if isinstance(pool, KubernetesNodePool):
+        return {"pool": pool.name, "target": "kubernetes", "gpus_per_node": pool.gpus_per_node,
+                "max_nodes": pool.max_nodes, "total_gpus": pool.total_gpus, "instance_types": [],
+                "node_selector": dict(pool.node_selector)}
     return {"pool": pool.name, "target": "aws", "gpus_per_node": pool.gpus_per_node, "max_nodes": pool.max_nodes,
             "total_gpus": pool.total_gpus, "instance_types": list(pool.instance_types)}
 
@@ -54,15 +75,21 @@ class GpuNodePool(pulumi.ComponentResource):
     token_path: pulumi.Output[str]  # local only
     cluster_id: pulumi.Output[str]  # local only: changes when the head is replaced
     node_group_name: pulumi.Output[str]  # aws only
+    daemonsets: list  # kubernetes and aws: the pool's DaemonSets
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         # The capacity facts ride along as the component's inputs, so the policy pack can
         # check a rollout's surge against the pool before anything moves.
         super().__init__("gpuserve:gpu_node_pool:GpuNodePool", name, pool_facts(args.pool), opts)
         self.gpus = args.pool.total_gpus
+        self.daemonsets = []
         if isinstance(args, LocalPoolArgs):
             self._local(name, args)
             outputs = {"dashboard_url": self.dashboard_url}
+        elif isinstance(args, KubernetesPoolArgs):
+            self._daemonsets(name, args.pool, args.kubernetes.device_plugin, args.kubernetes.dcgm_exporter,
+                             pulumi.ResourceOptions(parent=self, provider=args.k8s_provider))
+            outputs = {}
         else:
             self._eks(name, args)
             outputs = {"node_group_name": self.node_group_name}
@@ -150,12 +177,18 @@ class GpuNodePool(pulumi.ComponentResource):
             f"{name}-node-group", **node_args,
             opts=pulumi.ResourceOptions(parent=self, provider=args.aws_provider, depends_on=attachments),
         )
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
-        plugin = render.device_plugin_daemonset(args.pool)
-        k8s.apps.v1.DaemonSet(f"{name}-device-plugin", metadata=plugin["metadata"], spec=plugin["spec"],
-                              opts=k8s_opts)
-        if args.aws.dcgm_exporter:
-            dcgm = render.dcgm_exporter_daemonset(args.pool)
-            k8s.apps.v1.DaemonSet(f"{name}-dcgm-exporter", metadata=dcgm["metadata"], spec=dcgm["spec"],
-                                  opts=k8s_opts)
+        self._daemonsets(name, args.pool, True, args.aws.dcgm_exporter,
+                         pulumi.ResourceOptions(parent=self, provider=args.k8s_provider))
         self.node_group_name = group.node_group_name
+
+    def _daemonsets(self, name: str, pool: AwsNodePool | KubernetesNodePool, device_plugin: bool, dcgm: bool,
+                    k8s_opts: pulumi.ResourceOptions) -> None:
+        import pulumi_kubernetes as k8s
+
+        from components.kubernetes import render
+
+        wanted = ([("device-plugin", render.device_plugin_daemonset(pool))] if device_plugin else []) + \
+                 ([("dcgm-exporter", render.dcgm_exporter_daemonset(pool))] if dcgm else [])
+        for suffix, manifest in wanted:
+            self.daemonsets.append(k8s.apps.v1.DaemonSet(
+                f"{name}-{suffix}", metadata=manifest["metadata"], spec=manifest["spec"], opts=k8s_opts))

@@ -2,9 +2,13 @@
 
 local: the splitter (splitter/, Go): `local.splitter_instances` processes sharing
        127.0.0.1:<public_port>, in front of the Serve proxy; health check `/-/healthz`.
-aws:   the splitter as a Deployment (`aws.splitter_replicas` pods, a PodDisruptionBudget,
-       the Serve proxies of every Ray node as its upstream), behind a Kubernetes Service
-       of type LoadBalancer reconciled by the AWS Load Balancer Controller into an NLB: internal unless
+kubernetes: the splitter as a Deployment (`splitter_replicas` pods, a PodDisruptionBudget,
+       the Serve proxies of every Ray node as its upstream) behind a Service of type
+       LoadBalancer (the cluster's own; annotations, class and source ranges from the
+       stack) or ClusterIP. Public only when declared, and then only to its allowlist.
+aws:   the same Deployment (`aws.splitter_replicas` pods, a PodDisruptionBudget,
+       behind a Service of type LoadBalancer reconciled by the AWS Load Balancer
+       Controller into an NLB: internal unless
        `public_load_balancer: true`, health-checked on `/-/healthz`, cross-zone, TLS when
        a certificate ARN is given. The Ray dashboard is never behind it.
 """
@@ -16,7 +20,7 @@ from typing import Any
 
 import pulumi
 
-from components.config import AwsTarget, LocalCluster
+from components.config import AwsTarget, ClusterSettings, KubernetesTarget, LocalCluster
 from components.serving_runtime import ServingRuntime
 from runtime.constants import HEALTH_PATH
 
@@ -24,7 +28,7 @@ from runtime.constants import HEALTH_PATH
 @dataclass(frozen=True)
 class InferenceLoadBalancerArgs:
     runtime: ServingRuntime
-    aws: AwsTarget | None = None  # set for the aws target
+    cluster: ClusterSettings | None = None  # set for the kubernetes and aws targets
     k8s_provider: Any = None
     local: LocalCluster | None = None  # set for the local target
     state_dir: str | None = None  # local: where the splitter keeps sockets and logs
@@ -38,10 +42,10 @@ class InferenceLoadBalancer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: InferenceLoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpuserve:load_balancer:InferenceLoadBalancer", name, None, opts)
-        if args.aws is None:
+        if args.cluster is None:
             self.url, self.splitter_admins = self._splitter(name, args)
         else:
-            self.url = self._nlb(name, args)
+            self.url = self._in_cluster(name, args)
             self.splitter_admins = pulumi.Output.from_input([])
         self.health_check_url = self.url.apply(lambda url: f"{url}{HEALTH_PATH}")
         self.register_outputs({"url": self.url, "health_check_url": self.health_check_url})
@@ -73,41 +77,55 @@ class InferenceLoadBalancer(pulumi.ComponentResource):
         )
         return splitter.url, splitter.admins
 
-    def _nlb(self, name: str, args: InferenceLoadBalancerArgs) -> pulumi.Output[str]:
+    def _in_cluster(self, name: str, args: InferenceLoadBalancerArgs) -> pulumi.Output[str]:
         import pulumi_kubernetes as k8s
 
-        from components.aws import render
+        from components.aws import render as aws_render
+        from components.kubernetes import render
 
-        cluster, ns = args.runtime.cluster_name, args.aws.namespace
+        cluster, settings = args.runtime.cluster_name, args.cluster
+        ns = settings.namespace
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[args.runtime])
         proxies = render.serve_proxies_service(cluster, ns)
         k8s.core.v1.Service(f"{name}-serve-proxies", metadata=proxies["metadata"], spec=proxies["spec"],
                             opts=k8s_opts)
-        deployment = render.splitter_deployment(cluster, args.aws, f"{cluster}-dashboard-token")
+        deployment = render.splitter_deployment(cluster, settings, f"{cluster}-dashboard-token")
         splitter = k8s.apps.v1.Deployment(f"{name}-splitter", metadata=deployment["metadata"],
                                           spec=deployment["spec"], opts=k8s_opts)
         budget = render.splitter_disruption_budget(cluster, ns)
         k8s.policy.v1.PodDisruptionBudget(f"{name}-splitter-pdb", metadata=budget["metadata"], spec=budget["spec"],
                                           opts=k8s_opts)
-        manifest = render.serve_service(cluster, args.aws)
+        if isinstance(settings, AwsTarget):
+            manifest = aws_render.serve_service(cluster, settings)
+            scheme = "https" if settings.tls_certificate_arn else "http"
+        else:
+            assert isinstance(settings, KubernetesTarget)
+            manifest = render.serve_service(cluster, settings)
+            scheme = "http"  # TLS, if any, is the cluster's: its load balancer or an Ingress in front
         service = k8s.core.v1.Service(
             f"{name}-service", metadata=manifest["metadata"], spec=manifest["spec"],
             opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[args.runtime, splitter]),
         )
-        scheme = "https" if args.aws.tls_certificate_arn else "http"
-        in_cluster = f"{manifest['metadata']['name']}.{args.aws.namespace}.svc.cluster.local"
-        # Until the controller has provisioned the NLB (and under mocks) there is no
-        # hostname yet; the in-cluster name still reaches the same proxies.
-        return service.status.apply(lambda status: f"{scheme}://{_lb_hostname(status) or in_cluster}")
+        in_cluster = f"{manifest['metadata']['name']}.{ns}.svc.cluster.local"
+        # Until the cloud has provisioned the load balancer (and under mocks), and always
+        # for ClusterIP, there is no address yet; the in-cluster name reaches the same proxies.
+        return service.status.apply(lambda status: f"{scheme}://{lb_address(status) or in_cluster}")
 
     def endpoint(self, route_prefix: str) -> pulumi.Output[str]:
         return self.url.apply(lambda url: f"{url}{route_prefix}")
 
 
-def _lb_hostname(status: Any) -> str | None:
+def lb_address(status: Any) -> str | None:
+    """The load balancer's hostname (AWS) or IP (GKE, AKS, MetalLB) from a Service status."""
     if status is None:
         return None
     balancer = status.get("loadBalancer") if isinstance(status, dict) else getattr(status, "load_balancer", None)
     ingress = (balancer.get("ingress") if isinstance(balancer, dict) else getattr(balancer, "ingress", None)) or []
     first = ingress[0] if ingress else None
-    return (first.get("hostname") if isinstance(first, dict) else getattr(first, "hostname", None)) if first else None
+    if not first:
+        return None
+    for key in ("hostname", "ip"):
+        value = first.get(key) if isinstance(first, dict) else getattr(first, key, None)
+        if value:
+            return value
+    return None

@@ -5,6 +5,7 @@ Validation happens first and completely; a ConfigError means nothing was registe
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -12,7 +13,9 @@ import pulumi
 from runtime.constants import PROJECT_DIR
 from components.config import (
     AwsStack,
+    ClusterStack,
     ConfigError,
+    KubernetesStack,
     LocalStack,
     config_from_pulumi,
     load_stack_config,
@@ -38,6 +41,8 @@ def run(values: dict[str, Any] | None = None, stack: str | None = None) -> None:
         raise pulumi.RunError(str(exc)) from None
     if isinstance(config, LocalStack):
         build_local(config, stack)
+    elif isinstance(config, KubernetesStack):
+        build_kubernetes(config, stack)
     else:
         build_aws(config, stack)
 
@@ -62,36 +67,78 @@ def build_local(config: LocalStack, stack: str) -> None:
     _services(config, {pool_config.name: (runtime, lb)})
 
 
+def build_kubernetes(config: KubernetesStack, stack: str) -> None:
+    """Any cluster a kubeconfig reaches: the namespace, KubeRay (when asked), per pool the
+    GPU DaemonSets, a RayCluster and the data plane in front of it."""
+    import pulumi_kubernetes as k8s
+
+    from components.config import kubeconfig_is_inline
+    from components.gpu_node_pool import GpuNodePool, KubernetesPoolArgs
+
+    target = config.kubernetes
+    kubeconfig = None
+    if target.kubeconfig:
+        text = target.kubeconfig if kubeconfig_is_inline(target.kubeconfig) else \
+            Path(target.kubeconfig).expanduser().read_text()
+        kubeconfig = pulumi.Output.secret(text)
+    k8s_provider = k8s.Provider("k8s", kubeconfig=kubeconfig, context=target.context, namespace=target.namespace)
+    before = []
+    if target.install_kuberay:
+        from components.kubernetes.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
+
+        before.append(KubeRayOperator("kuberay", KubeRayOperatorArgs(target.namespace, k8s_provider)))
+    pools = {p.name: GpuNodePool(p.name, KubernetesPoolArgs(p, target, k8s_provider)) for p in config.node_pools}
+    _cluster_runtimes(config, pools, k8s_provider, kubeconfig, before)
+
+
 def build_aws(config: AwsStack, stack: str) -> None:
-    """EKS GPU node groups, a KubeRay RayCluster per pool and an NLB in front of its
-    Serve proxies. The cloud SDKs are imported here only, never for the local target."""
+    """EKS GPU node groups, then what the kubernetes target deploys, with an NLB in front
+    of each pool's splitter. The cloud SDKs are imported here only, never for the local target."""
     import pulumi_aws as aws
     import pulumi_kubernetes as k8s
 
     from components.aws.cluster import EksCluster, EksClusterArgs
     from components.gpu_node_pool import EksPoolArgs, GpuNodePool
-    from components.load_balancer import InferenceLoadBalancer, InferenceLoadBalancerArgs
-    from components.serving_runtime import KubeRayRuntimeArgs, ServingRuntime
 
     aws_provider = aws.Provider("aws", region=config.aws.region)
     cluster = EksCluster("eks", EksClusterArgs(config.aws, aws_provider))
     k8s_provider = k8s.Provider("k8s", kubeconfig=cluster.kubeconfig, namespace=config.aws.namespace)
+    pools = {p.name: GpuNodePool(p.name, EksPoolArgs(p, config.aws, cluster.name, aws_provider, k8s_provider))
+             for p in config.node_pools}
+    _cluster_runtimes(config, pools, k8s_provider, cluster.kubeconfig, [])
+    pulumi.export("cluster_name", cluster.name)
+
+
+def _cluster_runtimes(config: ClusterStack, pools: dict, k8s_provider, kubeconfig, before: list) -> None:
+    """The namespace once, then per pool a KubeRay RayCluster and its load balancer."""
+    import pulumi_kubernetes as k8s
+
+    from components.kubernetes import render
+    from components.load_balancer import InferenceLoadBalancer, InferenceLoadBalancerArgs
+    from components.serving_runtime import KubeRayRuntimeArgs, ServingRuntime
+
+    settings = config.cluster
+    manifest = render.namespace(settings.namespace)
+    # Stacks made before the kubernetes target had the namespace under their first pool's
+    # runtime; the alias keeps it (and everything in it) rather than replacing it.
+    first = config.node_pools[0].name
+    old_parent = pulumi.resource.create_urn(f"{first}-serve", "gpuserve:serving_runtime:ServingRuntime")
+    namespace = k8s.core.v1.Namespace("namespace", metadata=manifest["metadata"], opts=pulumi.ResourceOptions(
+        provider=k8s_provider, depends_on=before,
+        aliases=[pulumi.Alias(name=f"{first}-serve-namespace", parent=old_parent)]))
     runtimes = {}
     for pool_config in config.node_pools:
-        pool = GpuNodePool(pool_config.name, EksPoolArgs(pool_config, config.aws, cluster.name,
-                                                         aws_provider, k8s_provider))
-        runtime = ServingRuntime(f"{pool_config.name}-serve",
-                                 KubeRayRuntimeArgs(config, pool_config, pool, k8s_provider, cluster.kubeconfig))
+        runtime = ServingRuntime(f"{pool_config.name}-serve", KubeRayRuntimeArgs(
+            config, pool_config, pools[pool_config.name], k8s_provider, kubeconfig, depends_on=(namespace, *before)))
         lb = InferenceLoadBalancer(f"{pool_config.name}-lb",
-                                   InferenceLoadBalancerArgs(runtime, config.aws, k8s_provider))
+                                   InferenceLoadBalancerArgs(runtime, cluster=settings, k8s_provider=k8s_provider))
         runtimes[pool_config.name] = (runtime, lb)
         pulumi.export(f"{pool_config.name}_dashboard", runtime.dashboard_url)
         pulumi.export(f"{pool_config.name}_http_url", lb.url)
-    pulumi.export("cluster_name", cluster.name)
     _services(config, runtimes)
 
 
-def _services(config: LocalStack | AwsStack, runtimes: dict) -> None:
+def _services(config: LocalStack | ClusterStack, runtimes: dict) -> None:
     from components.model_service import ModelService, ModelServiceArgs
 
     pools = {pool.name: pool for pool in config.node_pools}

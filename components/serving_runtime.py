@@ -1,7 +1,7 @@
 """ServingRuntime: the Ray Serve control plane that services deploy into.
 
 local: Serve on the local Ray head, HTTP proxy on 127.0.0.1:<http_port>.
-k8s:   a KubeRay RayCluster on the GPU node pool: a head that runs no replica, a GPU
+kubernetes and aws: a KubeRay RayCluster on the GPU node pool: a head that runs no replica, a GPU
        worker group that tolerates the pool's taint, the in-tree autoscaler with room
        for the rollout surge, token auth from a Secret, and (ha) GCS fault tolerance
        on an external Redis. No serveConfigV2: ModelRollout is the only writer of
@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import pulumi
 
-from components.config import AwsNodePool, AwsStack
+from components.config import AwsNodePool, ClusterStack, KubernetesNodePool
 from components.gpu_node_pool import GpuNodePool
 
 
@@ -27,12 +27,14 @@ class LocalRuntimeArgs:
 
 @dataclass(frozen=True)
 class KubeRayRuntimeArgs:
-    config: AwsStack
-    pool: AwsNodePool
+    config: ClusterStack
+    pool: AwsNodePool | KubernetesNodePool
     node_pool: GpuNodePool
     k8s_provider: Any  # pulumi_kubernetes.Provider
     # How the rollout provider reaches the API server (a secret); None: the ambient kubeconfig.
     kubeconfig: Any = None
+    # The namespace (and, with install_kuberay, the operator) the cluster needs first.
+    depends_on: tuple = ()
 
 
 ServingRuntimeArgs = Union[LocalRuntimeArgs, KubeRayRuntimeArgs]
@@ -79,14 +81,12 @@ class ServingRuntime(pulumi.ComponentResource):
     def _kuberay(self, name: str, args: KubeRayRuntimeArgs) -> None:
         import pulumi_kubernetes as k8s
 
-        from components.aws import render
+        from components.kubernetes import render
         from components.providers.secret_token import SecretToken
 
-        aws = args.config.aws
+        aws = args.config.cluster
         cluster = f"gpuserve-{args.pool.name}"
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
-        ns = render.namespace(aws.namespace)
-        k8s.core.v1.Namespace(f"{name}-namespace", metadata=ns["metadata"], opts=k8s_opts)
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=list(args.depends_on))
         token = SecretToken(f"{name}-dashboard-token", purpose=f"{cluster} dashboard",
                             opts=pulumi.ResourceOptions(parent=self))
         secret = token.value.apply(lambda value: render.dashboard_secret(cluster, aws.namespace, value))
@@ -104,7 +104,8 @@ class ServingRuntime(pulumi.ComponentResource):
             kind=manifest["kind"],
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[args.node_pool]),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider,
+                                        depends_on=[args.node_pool, *args.depends_on]),
         )
         self.cluster_name = cluster
         # Reached from the operator's machine through an API port-forward (runtime/k8s_forward.py).

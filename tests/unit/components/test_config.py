@@ -92,7 +92,7 @@ def test_every_shipped_stack_config_is_valid(stack_file):
         pytest.param("node_pools[0].gpus", -1,
                      "gpuserve:node_pools[0].gpus", "greater than or equal to 1",
                      id="negative GPUs are refused"),
-        pytest.param("target", "gcp", "gpuserve:target", "'local' or 'aws'",
+        pytest.param("target", "gcp", "gpuserve:target", "'local', 'kubernetes' or 'aws'",
                      id="an unknown target is refused"),
         pytest.param("local.http_port", 80, "gpuserve:local.http_port", "greater than or equal to 1024",
                      id="a privileged port is refused"),

@@ -1,0 +1,1 @@
+"""The kubernetes target: what gpuserve deploys into any cluster (the aws target too)."""
