@@ -19,9 +19,9 @@ export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 # exact interpreter (see scripts/versions.env for why the host is older than the CLI).
 export PULUMI_PYTHON_CMD := $(PY)
 # A local-target stack's secrets guard nothing but a throwaway cluster token, so such
-# stacks (`local`, the examples') use a fixed passphrase. An aws stack must bring its own
-# PULUMI_CONFIG_PASSPHRASE.
-ifeq ($(shell grep -qs 'gpuserve:target: *aws' stacks/Pulumi.$(STACK).yaml && echo aws),)
+# stacks (`local`, the examples') use a fixed passphrase. An aws or kubernetes stack (a real
+# cluster's token and kubeconfig) must bring its own PULUMI_CONFIG_PASSPHRASE.
+ifeq ($(shell grep -Eqs 'gpuserve:target: *(aws|kubernetes)' stacks/Pulumi.$(STACK).yaml && echo cluster),)
 export PULUMI_CONFIG_PASSPHRASE ?= gpuserve-local-stack
 endif
 # The CLI under gpuserve's supervisor (supervisor/): a killed update leaves no process behind.
@@ -30,7 +30,7 @@ PULUMI := $(CURDIR)/.tools/supervised/bin/pulumi
 PACK ?= policies
 POLICY_FLAGS := $(if $(PACK),--policy-pack $(PACK)/run-pack,)
 
-.PHONY: help setup venv pulumi-cli crds splitter supervisor prometheus stack new-stack check-config up down preview refresh recover test test-fast bench bench-quick clean constraints
+.PHONY: help setup venv pulumi-cli crds splitter supervisor prometheus stack new-stack check-config up down preview refresh recover test test-fast bench bench-quick clean constraints k8s-tools k8s-up k8s-down
 
 help:
 	@echo "make up        set everything up and run 'pulumi up' on the local stack"
@@ -43,6 +43,8 @@ help:
 	@echo "make bench     rollout safety and GPU cost vs Ray Serve's own update; router overhead;"
 	@echo "               false rollbacks of identical code; preview cost (the rollout matrix alone: 96 min here)"
 	@echo "make bench-quick  every peer's healthy rollout at moderate load, N=2 (< 5 min)"
+	@echo "make k8s-tools build the local test Kubernetes (etcd, kube-*, kwok, KubeRay operator) into .tools/k8s"
+	@echo "make k8s-up    start it on 127.0.0.1 (kubeconfig: .state/k8s/kubeconfig); make k8s-down stops it"
 
 setup: venv pulumi-cli crds splitter supervisor
 
@@ -73,6 +75,18 @@ supervisor:
 
 pulumi-cli:
 	scripts/install-pulumi
+
+# A local Kubernetes control plane for tests, on 127.0.0.1, fake (kwok) nodes, the real KubeRay
+# operator: built from Go modules into .tools/k8s (scripts/build-k8s), state in .state/k8s.
+k8s-tools:
+	@scripts/build-k8s
+
+k8s-up: k8s-tools
+	@scripts/k8s-up
+
+# Keeps .state/k8s; scripts/k8s-down --wipe also removes it.
+k8s-down:
+	@scripts/k8s-down
 
 # Debian's Prometheus server, unpacked into .tools/ for the Prometheus-gated rollout test.
 prometheus:

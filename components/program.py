@@ -82,13 +82,8 @@ def build_kubernetes(config: KubernetesStack, stack: str) -> None:
             Path(target.kubeconfig).expanduser().read_text()
         kubeconfig = pulumi.Output.secret(text)
     k8s_provider = k8s.Provider("k8s", kubeconfig=kubeconfig, context=target.context, namespace=target.namespace)
-    before = []
-    if target.install_kuberay:
-        from components.kubernetes.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
-
-        before.append(KubeRayOperator("kuberay", KubeRayOperatorArgs(target.namespace, k8s_provider)))
     pools = {p.name: GpuNodePool(p.name, KubernetesPoolArgs(p, target, k8s_provider)) for p in config.node_pools}
-    _cluster_runtimes(config, pools, k8s_provider, kubeconfig, before)
+    _cluster_runtimes(config, pools, k8s_provider, kubeconfig, target.install_kuberay)
 
 
 def build_aws(config: AwsStack, stack: str) -> None:
@@ -105,12 +100,13 @@ def build_aws(config: AwsStack, stack: str) -> None:
     k8s_provider = k8s.Provider("k8s", kubeconfig=cluster.kubeconfig, namespace=config.aws.namespace)
     pools = {p.name: GpuNodePool(p.name, EksPoolArgs(p, config.aws, cluster.name, aws_provider, k8s_provider))
              for p in config.node_pools}
-    _cluster_runtimes(config, pools, k8s_provider, cluster.kubeconfig, [])
+    _cluster_runtimes(config, pools, k8s_provider, cluster.kubeconfig, install_kuberay=False)
     pulumi.export("cluster_name", cluster.name)
 
 
-def _cluster_runtimes(config: ClusterStack, pools: dict, k8s_provider, kubeconfig, before: list) -> None:
-    """The namespace once, then per pool a KubeRay RayCluster and its load balancer."""
+def _cluster_runtimes(config: ClusterStack, pools: dict, k8s_provider, kubeconfig, install_kuberay: bool) -> None:
+    """The namespace once, KubeRay's operator if asked, then per pool a KubeRay RayCluster
+    and its load balancer."""
     import pulumi_kubernetes as k8s
 
     from components.kubernetes import render
@@ -124,12 +120,17 @@ def _cluster_runtimes(config: ClusterStack, pools: dict, k8s_provider, kubeconfi
     first = config.node_pools[0].name
     old_parent = pulumi.resource.create_urn(f"{first}-serve", "gpuserve:serving_runtime:ServingRuntime")
     namespace = k8s.core.v1.Namespace("namespace", metadata=manifest["metadata"], opts=pulumi.ResourceOptions(
-        provider=k8s_provider, depends_on=before,
-        aliases=[pulumi.Alias(name=f"{first}-serve-namespace", parent=old_parent)]))
+        provider=k8s_provider, aliases=[pulumi.Alias(name=f"{first}-serve-namespace", parent=old_parent)]))
+    before = [namespace]
+    if install_kuberay:
+        from components.kubernetes.kuberay_operator import KubeRayOperator, KubeRayOperatorArgs
+
+        before.append(KubeRayOperator("kuberay", KubeRayOperatorArgs(settings.namespace, k8s_provider),
+                                      opts=pulumi.ResourceOptions(depends_on=[namespace])))
     runtimes = {}
     for pool_config in config.node_pools:
         runtime = ServingRuntime(f"{pool_config.name}-serve", KubeRayRuntimeArgs(
-            config, pool_config, pools[pool_config.name], k8s_provider, kubeconfig, depends_on=(namespace, *before)))
+            config, pool_config, pools[pool_config.name], k8s_provider, kubeconfig, depends_on=tuple(before)))
         lb = InferenceLoadBalancer(f"{pool_config.name}-lb",
                                    InferenceLoadBalancerArgs(runtime, cluster=settings, k8s_provider=k8s_provider))
         runtimes[pool_config.name] = (runtime, lb)

@@ -104,7 +104,7 @@ class StackSource:
                "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
         if "PULUMI_CONFIG_PASSPHRASE" not in os.environ:
             _, document = read_stack_file(path)
-            if ((document.get("config") or {}).get("gpuserve:target") or "local") != "aws":
+            if ((document.get("config") or {}).get("gpuserve:target") or "local") == "local":
                 env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
         command = self.repo / ".tools"
         return auto.LocalWorkspace(

@@ -139,7 +139,7 @@ POLICIES = [
     ),
     ResourceValidationPolicy(
         name="lb-internal-unless-declared",
-        description="A load balancer is internal unless declared public, and a public one terminates TLS.",
+        description="A load balancer is internal unless declared public; a public one terminates TLS (aws) or admits only listed networks.",
         config_schema=_schema(requireTls={"type": "boolean", "default": True}),
         validate=_on(v.K8S_SERVICE, lambda a: v.lb_internal_unless_declared(a.props, a.get_config())),
     ),

@@ -291,18 +291,42 @@ def lb_internal_unless_declared(props: Mapping[str, Any], config: Mapping[str, A
         return []
     annotations = (get(props, "metadata", default={}) or {}).get("annotations") or {}
     # Without the annotation, Kubernetes' in-tree AWS provider makes an internet-facing
-    # load balancer: only an explicit "internal" is internal.
+    # load balancer: only an explicit "internal" is internal. Other clouds say internal
+    # with their own annotation; a load balancer with none of them is public.
     scheme = annotations.get(SCHEME, "internet-facing (no scheme annotation)")
-    if scheme == "internal":
+    if scheme == "internal" or any(str(annotations.get(key, "")).lower() == value.lower()
+                                   for key, value in INTERNAL_ANNOTATIONS.items()):
         return []
+    on_aws = any(key.startswith(AWS_LB_PREFIX) for key in annotations)
+    target = "aws" if on_aws else "kubernetes"
     messages = []
     if annotations.get(PUBLIC) != "true":
         messages.append(f"load balancers must be internal unless declared public; seen scheme {scheme} without "
-                        f"{PUBLIC}: \"true\". Set gpuserve:aws.public_load_balancer: true or keep it internal.")
-    if (config or {}).get("requireTls", True) and not annotations.get(SSL_CERT):
-        messages.append("a public load balancer must terminate TLS; seen no "
-                        f"{SSL_CERT} annotation. Set gpuserve:aws.tls_certificate_arn.")
+                        f"{PUBLIC}: \"true\". Set gpuserve:{target}.public_load_balancer: true or keep it internal"
+                        + ("." if on_aws else " (your cloud's internal annotation in load_balancer_annotations, "
+                           "or service_type: ClusterIP)."))
+    if on_aws:
+        if (config or {}).get("requireTls", True) and not annotations.get(SSL_CERT):
+            messages.append("a public load balancer must terminate TLS; seen no "
+                            f"{SSL_CERT} annotation. Set gpuserve:aws.tls_certificate_arn.")
+    else:
+        # Outside AWS gpuserve cannot tell whether the cloud terminates TLS; what it can
+        # require everywhere is that a public endpoint admits only the networks listed.
+        ranges = spec.get("loadBalancerSourceRanges") or []
+        if not ranges:
+            messages.append("a public load balancer must admit only listed networks; seen no "
+                            "spec.loadBalancerSourceRanges. Set gpuserve:kubernetes.load_balancer_source_ranges.")
     return messages
+
+
+AWS_LB_PREFIX = "service.beta.kubernetes.io/aws-load-balancer-"
+# What makes a LoadBalancer Service internal on the clouds that say so by annotation.
+INTERNAL_ANNOTATIONS = {
+    "networking.gke.io/load-balancer-type": "Internal",
+    "cloud.google.com/load-balancer-type": "Internal",
+    "service.beta.kubernetes.io/azure-load-balancer-internal": "true",
+    "service.beta.kubernetes.io/oci-load-balancer-internal": "true",
+}
 
 
 # -- 11 --------------------------------------------------------------------------------
