@@ -134,7 +134,7 @@ test: setup prometheus
 test-fast: venv crds splitter supervisor
 	cd splitter && GOTOOLCHAIN=local go test ./...
 	cd supervisor && GOTOOLCHAIN=local go test ./...
-	$(PY) -m pytest -m "not integration and not faults"
+	$(PY) -m pytest -m "not integration and not faults and not k8s"
 
 bench: setup
 	$(PY) -m bench.run
