@@ -388,6 +388,8 @@ class KubernetesNodePool(Strict):
     name: str = Field(pattern=SERVICE_NAME, max_length=31)
     gpu_type: str = Field("gpu", pattern=r"^[a-z0-9-]+$")
     gpus_per_node: int = Field(ge=1, le=16)
+    # GPU workers (one per node's worth of GPUs) kept even when no replica needs them,
+    # and the most the worker group may grow to, rollout surges included.
     min_nodes: int = Field(0, ge=0, le=1000)
     max_nodes: int = Field(ge=1, le=1000)
     # Labels of the pool's nodes (the worker pods' nodeSelector), e.g.

@@ -126,8 +126,9 @@ def dashboard_secret(cluster: str, ns: str, token: str) -> dict:
 
 
 def worker_bounds(config: ClusterStack, pool: Pool) -> tuple[int, int]:
-    """(min, max) GPU workers: steady state of every service on the pool, and enough
-    headroom for the largest rollout surge, never past the node group's max."""
+    """(min, max) GPU workers: steady state of every service on the pool (on a kubernetes
+    pool at least its min_nodes), and enough headroom for the largest rollout surge,
+    never past the pool's max."""
     from runtime.plan import surge_replicas
 
     services = [s for s in config.services if s.pool == pool.name]
@@ -136,6 +137,9 @@ def worker_bounds(config: ClusterStack, pool: Pool) -> tuple[int, int]:
                  for s in services), default=0)
     per_worker = pool.gpus_per_node
     low = math.ceil(steady / per_worker)
+    if isinstance(pool, KubernetesNodePool):
+        # GPU workers kept up even with no replica to place (warm capacity), as declared.
+        low = max(low, min(pool.min_nodes, pool.max_nodes))
     high = min(pool.max_nodes, max(low, math.ceil((steady + surge) / per_worker)))
     return low, high
 

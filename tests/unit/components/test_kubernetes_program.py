@@ -168,3 +168,10 @@ def test_a_stack_without_services_declares_the_runtime_only():
     mocks = registered(STACK, services=[])
     assert one(mocks, "kubernetes:ray.io/v1:RayCluster")
     assert not mocks.of_type("pulumi-python:dynamic/gpuserve:ModelRollout")
+
+
+def test_min_nodes_keeps_gpu_workers_up_with_no_replica_to_place():
+    worker = one(registered(STACK, services=[], node_pools=pool(min_nodes=2)),
+                 "kubernetes:ray.io/v1:RayCluster").inputs["spec"]["workerGroupSpecs"][0]
+    # No service yet: no surge to make room for either.
+    assert (worker["replicas"], worker["minReplicas"], worker["maxReplicas"]) == (2, 2, 2)
