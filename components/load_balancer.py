@@ -116,16 +116,22 @@ class InferenceLoadBalancer(pulumi.ComponentResource):
 
 
 def lb_address(status: Any) -> str | None:
-    """The load balancer's hostname (AWS) or IP (GKE, AKS, MetalLB) from a Service status."""
-    if status is None:
-        return None
-    balancer = status.get("loadBalancer") if isinstance(status, dict) else getattr(status, "load_balancer", None)
-    ingress = (balancer.get("ingress") if isinstance(balancer, dict) else getattr(balancer, "ingress", None)) or []
+    """The load balancer's hostname (AWS) or IP (GKE, AKS, MetalLB) from a Service status:
+    the provider's typed output (attributes) or plain data (camelCase keys, mocks)."""
+    balancer = _field(status, "load_balancer", "loadBalancer")
+    ingress = _field(balancer, "ingress", "ingress") or []
     first = ingress[0] if ingress else None
-    if not first:
-        return None
     for key in ("hostname", "ip"):
-        value = first.get(key) if isinstance(first, dict) else getattr(first, key, None)
+        value = _field(first, key, key)
         if value:
             return value
     return None
+
+
+def _field(value: Any, attribute: str, key: str) -> Any:
+    if value is None:
+        return None
+    found = getattr(value, attribute, None)
+    if found is None and isinstance(value, dict):
+        found = value.get(key)
+    return found

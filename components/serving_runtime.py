@@ -93,7 +93,7 @@ class ServingRuntime(pulumi.ComponentResource):
         k8s.core.v1.Secret(
             f"{name}-dashboard-secret",
             metadata=secret.apply(lambda s: s["metadata"]),
-            string_data=pulumi.Output.secret(secret.apply(lambda s: s["stringData"])),
+            data=pulumi.Output.secret(secret.apply(lambda s: s["data"])),
             type="Opaque",
             opts=k8s_opts,
         )

@@ -4,7 +4,7 @@ from pulumi_policy import PolicyPack
 from pulumi_policy import deserialize
 
 from policies.pack import ENFORCEMENT, PACK_NAME, POLICIES
-from policies.validators import Secret
+from policies.validators import mark_secret
 
 # pulumi_policy unwraps secrets into plain values, which would hide from
 # `secrets-are-secret` whether a value was one. Keep the marker: a secret string
@@ -15,8 +15,7 @@ _unwrap = deserialize._deserialize_property  # pylint: disable=protected-access
 def _keep_secret_marker(prop, proxy_secrets=False):
     # pulumi-policy >= 1.8 passes proxy_secrets down the recursion; keep its signature.
     if isinstance(prop, dict) and prop.get(deserialize.SPECIAL_SIG_KEY) == deserialize.SPECIAL_SECRET_SIG:
-        value = _unwrap(prop["value"], proxy_secrets)
-        return Secret(value) if isinstance(value, str) else value
+        return mark_secret(_unwrap(prop["value"], proxy_secrets))
     return _unwrap(prop, proxy_secrets)
 
 

@@ -38,13 +38,27 @@ SECRET_VALUES = (
     ("a Slack token", re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
     ("a Hugging Face token", re.compile(r"\bhf_[A-Za-z0-9]{30,}")),
     ("an API key (sk-)", re.compile(r"\bsk-[A-Za-z0-9_-]{20,}")),
+    # ... but not a flag naming where the secret is (-token-file=/var/run/..., --password-path).
     ("a secret on a command line", re.compile(
-        r"--?[\w-]*(password|passwd|token|secret|api[-_]?key|credential)[\w-]*[= ]\S+", re.IGNORECASE)),
+        r"--?[\w-]*(password|passwd|token|secret|api[-_]?key|credential)(?![\w-]*[-_](file|path|dir)[= ])"
+        r"[\w-]*[= ]\S+", re.IGNORECASE)),
 )
 
 
 class Secret(str):
     """A string that reached the resource as a Pulumi secret (see policies/__main__.py)."""
+
+
+def mark_secret(value):
+    """Every string inside a secret is one: a whole secret map (a Secret's `data`, made
+    with Output.secret({...})) marks its values too."""
+    if isinstance(value, str):
+        return Secret(value)
+    if isinstance(value, dict):
+        return {key: mark_secret(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mark_secret(item) for item in value]
+    return value
 
 
 # pulumi_policy marks a value that is unknown during preview with one of these strings.
@@ -435,8 +449,9 @@ def _has_plain_string(value: Any) -> bool:
     if isinstance(value, str):
         return bool(value)
     if isinstance(value, Mapping):
-        if "valueFrom" in value or "secretKeyRef" in value:
-            return False  # a reference to a Kubernetes Secret, not the value itself
+        if "valueFrom" in value or "secretKeyRef" in value or "secretName" in value:
+            # A reference to a Kubernetes Secret (an env source, a volume), not the value.
+            return False
         return any(_has_plain_string(v) for v in value.values())
     if isinstance(value, list):
         return any(_has_plain_string(v) for v in value)

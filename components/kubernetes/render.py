@@ -13,6 +13,7 @@ dicts out. The kubernetes target deploys these; the aws target is EKS and node g
 
 from __future__ import annotations
 
+import base64
 import math
 
 from components.config import (
@@ -121,7 +122,10 @@ def dashboard_secret(cluster: str, ns: str, token: str) -> dict:
         "kind": "Secret",
         "metadata": _meta(f"{cluster}-dashboard-token", ns),
         "type": "Opaque",
-        "stringData": {TOKEN_KEY: token},
+        # `data`, not `stringData`: the Kubernetes provider turns stringData into data
+        # in its check and the copy is no longer a Pulumi secret (seen against a live
+        # API server with the policy pack's secrets-are-secret).
+        "data": {TOKEN_KEY: base64.b64encode((token or "").encode()).decode()},  # None: unknown (mocks)
     }
 
 

@@ -118,7 +118,7 @@ def test_a_node_pool_change_updates_the_worker_group_and_leaves_the_head_alone(d
     before = ray_cluster(custom, ns)
     heads = pods(core, ns, f"ray.io/cluster={CLUSTER},ray.io/node-type=head")
     assert heads
-    stack.node_pool = {"worker_cpu": "3", "max_nodes": 2}
+    stack.node_pool = {"worker_cpu": "3", "min_nodes": 2}
     stack.write_config()
     run = stack.up(policy_packs=[POLICY_PACK])
     assert ("replace", "kubernetes:ray.io/v1:RayCluster") not in run.steps
@@ -126,7 +126,7 @@ def test_a_node_pool_change_updates_the_worker_group_and_leaves_the_head_alone(d
     after = ray_cluster(custom, ns)
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     group = after["spec"]["workerGroupSpecs"][0]
-    assert group["maxReplicas"] == 2
+    assert (group["minReplicas"], group["maxReplicas"]) == (2, 2)
     assert group["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "3"
     assert after["spec"]["headGroupSpec"] == before["spec"]["headGroupSpec"]
     # KubeRay replaces workers whose template changed; the head pod stays the same pod.
@@ -142,7 +142,8 @@ def test_the_policy_pack_refuses_an_undeclared_public_load_balancer_here_too(dep
     stack.write_config()
     run = stack.preview(check=False, policy_packs=[POLICY_PACK])
     assert not run.ok
-    assert [e.policy_name for e in run.policy_violations] == ["lb-internal-unless-declared"], run.report()
+    assert {e.policy_name for e in run.policy_violations} == {"lb-internal-unless-declared"}, run.report()
+    assert any("must be internal unless declared public" in e.message for e in run.policy_violations)
     # ... and a public one without an allowlist never gets that far: the config refuses it.
     stack.kubernetes = {"splitter_replicas": 3, "load_balancer_source_ranges": []}
     stack.write_config()

@@ -337,3 +337,20 @@ def test_plain_reads_through_the_policy_sdks_proxies_and_turns_unknowns_into_non
     copied = v.plain(props)
     assert copied == {"url": None, "spec": {"pools": [{"gpus": 4}, None]}, "token": "s3cret"}
     assert isinstance(copied["token"], v.Secret)
+
+
+def test_a_secret_map_marks_every_string_in_it_so_a_secrets_data_passes():
+    # Output.secret({"auth_token": ...}) reaches the pack as one secret holding a map.
+    data = v.mark_secret({"auth_token": "dG9r", "nested": ["x", 3]})
+    assert isinstance(data["auth_token"], v.Secret) and isinstance(data["nested"][0], v.Secret)
+    assert v.secrets_are_secret("kubernetes:core/v1:Secret", {"data": data}) == []
+    assert v.secrets_are_secret("kubernetes:core/v1:Secret", {"data": {"auth_token": "dG9r"}})
+
+
+def test_where_a_secret_is_is_not_a_secret_a_token_file_flag_and_a_secret_volume_pass():
+    # The splitter's own pod, as the kubernetes and aws targets render it.
+    pod = {"containers": [{"args": ["-token-file=/var/run/gpuserve/token", "--password-path", "/run/pw"]}],
+           "volumes": [{"name": "token", "secret": {"secretName": "t", "items": [{"key": "auth_token", "path": "t"}]}}]}
+    assert v.secrets_are_secret("kubernetes:apps/v1:Deployment", {"spec": {"template": {"spec": pod}}}) == []
+    pod["containers"][0]["args"].append("--api-token=abcdef")
+    assert v.secrets_are_secret("kubernetes:apps/v1:Deployment", {"spec": {"template": {"spec": pod}}})
