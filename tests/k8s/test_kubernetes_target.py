@@ -168,3 +168,27 @@ def test_destroy_finishes_within_a_minute_and_leaves_no_object(deployed):
                 if d.metadata.name == "nvidia-device-plugin-gpu"]
     assert not core.list_pod_for_all_namespaces(label_selector=f"ray.io/cluster={CLUSTER}").items
     assert stack.resources() == []
+
+
+def test_install_kuberays_objects_are_accepted_by_the_api_server(control_plane, tmp_path):
+    # install_kuberay: true on a real API server, short of a second operator: the release's
+    # CRDs and the operator's RBAC and Deployment, server-side applied as a dry run (the
+    # control plane has the CRDs already and runs the operator as a process).
+    import subprocess
+
+    import yaml
+
+    from components.kubernetes import kuberay_operator
+    from tests.integration.harness import REPO
+    from tests.k8s.harness import KUBECONFIG
+
+    crds, role = kuberay_operator.release_files()
+    objects = kuberay_operator.operator_objects("default", role, kuberay_operator.kuberay_version())
+    manifest = tmp_path / "kuberay.yaml"
+    manifest.write_text(yaml.safe_dump_all([*crds, *objects.values()]))
+    result = subprocess.run([str(REPO / ".tools" / "k8s" / "bin" / "kubectl"), "--kubeconfig", str(KUBECONFIG),
+                             "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", str(manifest)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    applied = result.stdout.splitlines()
+    assert len(applied) == 8 and all("serverside-applied (server dry run)" in line for line in applied), applied
