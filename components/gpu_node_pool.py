@@ -143,7 +143,6 @@ class GpuNodePool(pulumi.ComponentResource):
         import json
 
         import pulumi_aws as aws
-        import pulumi_kubernetes as k8s
 
         from components.aws import render
 

@@ -1,6 +1,6 @@
 """Render the aws target's own objects as plain data. Pure: config in, dicts out. The
 aws target is EKS and its node groups (here) plus what gpuserve puts into any cluster
-(components/kubernetes/render.py, re-exported below for the aws components).
+(components/kubernetes/render.py).
 
 - EKS managed node group and cluster arguments, in the EKS API's own names (validated
   in tests against botocore's service model), and the Pulumi arguments derived from them;
@@ -15,31 +15,12 @@ from pathlib import Path
 import jinja2
 
 from components.config import AwsNodePool, AwsTarget
-from components.kubernetes.render import (  # noqa: F401  (the aws target's Kubernetes half)
-    DCGM_EXPORTER_IMAGE,
-    DEVICE_PLUGIN_IMAGE,
-    GPU_TOLERATION,
+from components.kubernetes.render import (
     GPU_TYPE_LABEL,
     POOL_LABEL,
     PUBLIC_ANNOTATION,
-    RAY_IMAGE,
-    RAY_VERSION,
-    SERVE_PORT,
-    SPLITTER_LABELS,
     SPLITTER_PORT,
-    TOKEN_KEY,
-    dashboard_forward_address,
-    dashboard_internal_url,
-    dashboard_secret,
-    dcgm_exporter_daemonset,
-    device_plugin_daemonset,
     load_balancer_service,
-    namespace,
-    ray_cluster,
-    serve_proxies_service,
-    splitter_deployment,
-    splitter_disruption_budget,
-    worker_bounds,
 )
 from runtime.constants import HEALTH_PATH
 

@@ -14,6 +14,7 @@ import yaml
 
 from components import program
 from components.aws import render
+from components.kubernetes import render as k8s_render
 from tests.unit.components.pulumi_mocks import RecordingMocks
 from tests.unit.components.test_program import settle
 
@@ -64,14 +65,14 @@ def test_the_node_role_has_the_worker_cni_and_registry_policies():
 def test_the_device_plugin_tolerates_the_taint_and_selects_the_pool():
     (plugin,) = [d for d in registered("dev").of_type("kubernetes:apps/v1:DaemonSet") if "device-plugin" in d.name]
     pod = plugin.inputs["spec"]["template"]["spec"]
-    assert pod["tolerations"] == [render.GPU_TOLERATION] and pod["nodeSelector"] == {render.POOL_LABEL: "gpu"}
+    assert pod["tolerations"] == [k8s_render.GPU_TOLERATION] and pod["nodeSelector"] == {k8s_render.POOL_LABEL: "gpu"}
 
 
 def test_the_worker_group_tolerates_the_taint_and_asks_for_the_configured_gpus():
     cluster = one(registered("prod"), "kubernetes:ray.io/v1:RayCluster")
     worker = cluster.inputs["spec"]["workerGroupSpecs"][0]
     pod = worker["template"]["spec"]
-    assert render.GPU_TOLERATION in pod["tolerations"]
+    assert k8s_render.GPU_TOLERATION in pod["tolerations"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
 
 
@@ -124,7 +125,7 @@ def test_with_tls_the_load_balancer_serves_https_only_never_plain_port_80():
 
 def test_only_the_splitter_is_on_the_load_balancer_never_the_dashboard_or_serves_hidden_prefixes():
     service = load_balancer(registered("dev")).inputs["spec"]
-    assert all(p["targetPort"] == render.SPLITTER_PORT for p in service["ports"])
+    assert all(p["targetPort"] == k8s_render.SPLITTER_PORT for p in service["ports"])
     assert service["selector"]["app.kubernetes.io/name"] == "gpuserve-splitter"
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from components.aws import render
+from components.kubernetes import render as k8s_render
 from components.config import AwsStack, check_stack_file
 from tests.conftest import kuberay_crd
 
@@ -45,14 +46,14 @@ def k8s_valid(manifest: dict) -> None:
 
 def rendered_k8s(name: str) -> list[dict]:
     config = stack(name)
-    objects = [render.namespace(config.aws.namespace),
-               render.dashboard_secret("gpuserve-gpu", config.aws.namespace, "t" * 64),
+    objects = [k8s_render.namespace(config.aws.namespace),
+               k8s_render.dashboard_secret("gpuserve-gpu", config.aws.namespace, "t" * 64),
                render.serve_service("gpuserve-gpu", config.aws),
-               render.serve_proxies_service("gpuserve-gpu", config.aws.namespace),
-               render.splitter_deployment("gpuserve-gpu", config.aws, "gpuserve-gpu-dashboard-token"),
-               render.splitter_disruption_budget("gpuserve-gpu", config.aws.namespace)]
+               k8s_render.serve_proxies_service("gpuserve-gpu", config.aws.namespace),
+               k8s_render.splitter_deployment("gpuserve-gpu", config.aws, "gpuserve-gpu-dashboard-token"),
+               k8s_render.splitter_disruption_budget("gpuserve-gpu", config.aws.namespace)]
     for pool in config.node_pools:
-        objects += [render.device_plugin_daemonset(pool), render.dcgm_exporter_daemonset(pool)]
+        objects += [k8s_render.device_plugin_daemonset(pool), k8s_render.dcgm_exporter_daemonset(pool)]
     return objects
 
 
@@ -66,14 +67,14 @@ def test_kubernetes_objects_validate_against_the_kubernetes_openapi(name):
 def test_the_raycluster_validates_against_the_kuberay_crd(name):
     config = stack(name)
     for pool in config.node_pools:
-        manifest = render.ray_cluster(config, pool, f"gpuserve-{pool.name}", "secret")
+        manifest = k8s_render.ray_cluster(config, pool, f"gpuserve-{pool.name}", "secret")
         jsonschema.validate(manifest, raycluster_schema())
 
 
 def test_a_raycluster_with_a_wrong_field_fails_the_crd_schema():
     # The check above can fail: a misspelt field is refused.
     config = stack("prod")
-    manifest = render.ray_cluster(config, config.node_pools[0], "c", "s")
+    manifest = k8s_render.ray_cluster(config, config.node_pools[0], "c", "s")
     manifest["spec"]["workerGroupSpecs"][0]["maxReplicas"] = "many"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(manifest, raycluster_schema())
