@@ -76,14 +76,32 @@ def build_kubernetes(config: KubernetesStack, stack: str) -> None:
     from components.gpu_node_pool import GpuNodePool, KubernetesPoolArgs
 
     target = config.kubernetes
-    kubeconfig = None
+    kubeconfig = rollout_kubeconfig = None
     if target.kubeconfig:
         text = target.kubeconfig if kubeconfig_is_inline(target.kubeconfig) else \
             Path(target.kubeconfig).expanduser().read_text()
         kubeconfig = pulumi.Output.secret(text)
+        # The rollout provider's port-forward reads the kubeconfig's current context: make
+        # it the stack's, so both reach the same cluster.
+        rollout_kubeconfig = pulumi.Output.secret(with_context(text, target.context))
     k8s_provider = k8s.Provider("k8s", kubeconfig=kubeconfig, context=target.context, namespace=target.namespace)
     pools = {p.name: GpuNodePool(p.name, KubernetesPoolArgs(p, target, k8s_provider)) for p in config.node_pools}
-    _cluster_runtimes(config, pools, k8s_provider, kubeconfig, target.install_kuberay)
+    _cluster_runtimes(config, pools, k8s_provider, rollout_kubeconfig, target.install_kuberay)
+
+
+def with_context(kubeconfig: str, context: str | None) -> str:
+    """The kubeconfig with `context` as its current context (unchanged without one). Pure."""
+    if not context:
+        return kubeconfig
+    import yaml
+
+    document = yaml.safe_load(kubeconfig) or {}
+    if not isinstance(document, dict) or context not in [c.get("name") for c in document.get("contexts") or []
+                                                        if isinstance(c, dict)]:
+        raise pulumi.RunError(f"gpuserve:kubernetes.context: the kubeconfig has no context {context!r}; "
+                              "name one of its contexts or leave context unset")
+    document["current-context"] = context
+    return yaml.safe_dump(document, sort_keys=False)
 
 
 def build_aws(config: AwsStack, stack: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from components import program
 from components.config import ConfigError, load_stack_config
 from components.kubernetes import kuberay_operator, render
 from policies import validators as v
@@ -103,15 +104,30 @@ def secret_value(value):
     return value["value"]
 
 
+KUBECONFIG = ("apiVersion: v1\nkind: Config\ncurrent-context: other\nclusters: []\nusers: []\n"
+              "contexts:\n- {name: other, context: {cluster: a, user: a}}\n- {name: lab, context: {cluster: b, user: b}}\n")
+
+
 def test_an_inline_kubeconfig_reaches_the_provider_as_a_secret_and_a_path_is_read(tmp_path):
-    text = "apiVersion: v1\nkind: Config\nclusters: []\n"
-    provider = one(registered(STACK, kubernetes=kubernetes(kubeconfig=text, context="lab")),
+    provider = one(registered(STACK, kubernetes=kubernetes(kubeconfig=KUBECONFIG, context="lab")),
                    "pulumi:providers:kubernetes")
-    assert secret_value(provider.inputs["kubeconfig"]) == text and provider.inputs["context"] == "lab"
+    assert secret_value(provider.inputs["kubeconfig"]) == KUBECONFIG and provider.inputs["context"] == "lab"
     path = tmp_path / "config"
-    path.write_text(text)
+    path.write_text(KUBECONFIG)
     provider = one(registered(STACK, kubernetes=kubernetes(kubeconfig=str(path))), "pulumi:providers:kubernetes")
-    assert secret_value(provider.inputs["kubeconfig"]) == text
+    assert secret_value(provider.inputs["kubeconfig"]) == KUBECONFIG
+
+
+def test_the_rollout_reaches_the_same_context_as_the_provider():
+    mocks = registered(STACK, kubernetes=kubernetes(kubeconfig=KUBECONFIG, context="lab"))
+    rollout = one(mocks, "pulumi-python:dynamic/gpuserve:ModelRollout")
+    assert yaml.safe_load(secret_value(rollout.inputs["kubeconfig"]))["current-context"] == "lab"
+
+
+def test_a_context_the_kubeconfig_lacks_is_named_in_the_error():
+    with pytest.raises(Exception, match="gpuserve:kubernetes.context: the kubeconfig has no context 'nope'"):
+        program.with_context(KUBECONFIG, "nope")
+    assert program.with_context(KUBECONFIG, None) == KUBECONFIG
 
 
 def test_a_missing_kubeconfig_path_is_a_config_error_not_a_traceback():
