@@ -10,7 +10,11 @@ PY := $(VENV)/bin/python
 TOOLS := $(CURDIR)/.tools/bin
 STATE := $(CURDIR)/.state
 
-export PATH := $(TOOLS):$(VENV)/bin:$(PATH)
+CLUSTER_TARGET := $(shell grep -Eqs 'gpuserve:target: *(aws|kubernetes)' stacks/Pulumi.$(STACK).yaml && echo cluster)
+# The Kubernetes provider (make k8s-provider) is on PATH for kubernetes and aws stacks only:
+# the CLI would otherwise load it for local stacks too (scripts/build-k8s-provider).
+K8S_PROVIDER_DIR := $(CURDIR)/.tools/k8s/provider
+export PATH := $(TOOLS):$(if $(CLUSTER_TARGET),$(K8S_PROVIDER_DIR):)$(VENV)/bin:$(PATH)
 export PULUMI_HOME ?= $(STATE)/pulumi-home
 export PULUMI_BACKEND_URL ?= file://$(STATE)/backend
 export PULUMI_SKIP_UPDATE_CHECK := true
@@ -21,7 +25,6 @@ export PULUMI_PYTHON_CMD := $(PY)
 # A local-target stack's secrets guard nothing but a throwaway cluster token, so such
 # stacks (`local`, the examples') use a fixed passphrase. An aws or kubernetes stack (a real
 # cluster's token and kubeconfig) must bring its own PULUMI_CONFIG_PASSPHRASE.
-CLUSTER_TARGET := $(shell grep -Eqs 'gpuserve:target: *(aws|kubernetes)' stacks/Pulumi.$(STACK).yaml && echo cluster)
 ifeq ($(CLUSTER_TARGET),)
 export PULUMI_CONFIG_PASSPHRASE ?= gpuserve-local-stack
 endif
@@ -86,7 +89,7 @@ k8s-up: k8s-tools
 	@scripts/k8s-up
 
 # The Pulumi Kubernetes provider (kubernetes and aws stacks, the k8s tests), from Go modules
-# into .tools/bin: ~10 min and 4 GB the first time on 2 cores, seconds from Go's build cache.
+# into .tools/k8s/provider: ~10 min and 4 GB the first time on 2 cores, seconds from Go's build cache.
 k8s-provider:
 	@scripts/build-k8s-provider
 

@@ -102,10 +102,13 @@ class StackSource:
             raise ConsoleError(f"no stack file {path.relative_to(self.repo)}: name a stack of stacks/ with --stack")
         env = {"PULUMI_BACKEND_URL": os.environ.get("PULUMI_BACKEND_URL", f"file://{state / 'backend'}"),
                "PULUMI_SKIP_UPDATE_CHECK": "true", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true"}
-        if "PULUMI_CONFIG_PASSPHRASE" not in os.environ:
-            _, document = read_stack_file(path)
-            if ((document.get("config") or {}).get("gpuserve:target") or "local") == "local":
-                env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
+        _, document = read_stack_file(path)
+        local = ((document.get("config") or {}).get("gpuserve:target") or "local") == "local"
+        if "PULUMI_CONFIG_PASSPHRASE" not in os.environ and local:
+            env["PULUMI_CONFIG_PASSPHRASE"] = LOCAL_PASSPHRASE
+        if not local:
+            # A cluster stack's refresh needs the Kubernetes provider (make k8s-provider).
+            env["PATH"] = f"{self.repo / '.tools' / 'k8s' / 'provider'}:{os.environ.get('PATH', '')}"
         command = self.repo / ".tools"
         return auto.LocalWorkspace(
             work_dir=str(self.repo), pulumi_home=os.environ.get("PULUMI_HOME", str(state / "pulumi-home")),

@@ -22,6 +22,7 @@ from pulumi import automation as auto
 from tests.integration.harness import CURRENT, REPO, LocalStack, Run, prepare_project, stack_env_vars
 
 STATE = REPO / ".state" / "k8s"
+PROVIDER_DIR = REPO / ".tools" / "k8s" / "provider"
 KUBECONFIG = STATE / "kubeconfig"
 # kwok's fake nodes, as scripts/k8s-up makes them: one CPU node, GPU nodes with this label
 # and the conventional nvidia.com/gpu taint.
@@ -74,6 +75,8 @@ class KubernetesStack(LocalStack):
     def __post_init__(self) -> None:
         self.project = prepare_project(self.root, CURRENT)
         self.env_vars = stack_env_vars(self.root, CURRENT)
+        # The Kubernetes provider (scripts/build-k8s-provider), found on PATH.
+        self.env_vars["PATH"] = f"{PROVIDER_DIR}:{self.env_vars['PATH']}"
         self.env = {**os.environ, **self.env_vars, "PULUMI_HOME": str(self.root / "pulumi-home")}
         self.workspace = auto.LocalWorkspace(
             work_dir=str(self.project), pulumi_home=str(self.root / "pulumi-home"), env_vars=self.env_vars,
