@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+import yaml
 from pulumi import automation as auto
 
 from tests.integration.harness import CURRENT, REPO, LocalStack, Run, prepare_project, stack_env_vars
@@ -27,6 +28,8 @@ KUBECONFIG = STATE / "kubeconfig"
 # kwok's fake nodes, as scripts/k8s-up makes them: one CPU node, GPU nodes with this label
 # and the conventional nvidia.com/gpu taint.
 GPU_NODE_LABELS = {"nvidia.com/gpu.present": "true"}
+# The config users copy (stacks/Pulumi.k8s.yaml), for values the tests take as shipped.
+SHIPPED = yaml.safe_load((REPO / "stacks" / "Pulumi.k8s.yaml").read_text())["config"]
 
 
 def control_plane_up() -> bool:
@@ -90,7 +93,8 @@ class KubernetesStack(LocalStack):
             "gpuserve:kubernetes": {
                 "kubeconfig": str(KUBECONFIG),
                 "namespace": self.namespace,
-                "pod_bind_address": ".".join(["0"] * 4),  # inside a pod: every address of it
+                # The shipped k8s stack's value (its YAML says why); kwok's pods run nothing.
+                "pod_bind_address": SHIPPED["gpuserve:kubernetes"]["pod_bind_address"],
                 "splitter_image": "gpuserve-splitter:test",
                 "splitter_replicas": 2,
                 # The fake load balancer controller of k8s-up answers with 127.0.0.1.

@@ -76,7 +76,7 @@ def test_the_policy_refuses_a_public_load_balancer_without_an_allowlist_on_this_
     # Config refuses it first (below); the pack refuses what reaches it some other way.
     manifest = render.serve_service("gpuserve-gpu", load_stack_config(
         {"target": "kubernetes", "kubernetes": kubernetes(public_load_balancer=True, load_balancer_annotations={},
-                                                          load_balancer_source_ranges=["10.0.0.0/8"]),
+                                                          load_balancer_source_ranges=["192.168.0.0/16"]),
          "node_pools": pool(), "services": []}, STACK).kubernetes)
     del manifest["spec"]["loadBalancerSourceRanges"]
     assert v.lb_internal_unless_declared(manifest) == [
