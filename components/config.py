@@ -151,8 +151,10 @@ class ServiceConfig(Strict):
     # The splitter answers 413 to a request body over this.
     max_body_bytes: int = Field(10 << 20, ge=1024, le=1 << 30)
     # A weighted request that fails on the canary before any byte is retried once on the
-    # primary; retries add at most this share of requests (0: off), for these methods.
+    # primary; retries add at most this share of requests (0: off) plus this many per
+    # second (Linkerd's retry budget defaults: 20%, 10/s, over 10 s), for these methods.
     retry_budget_percent: float = Field(20.0, ge=0.0, le=100.0)
+    retry_min_per_second: float = Field(10.0, ge=0.0, le=10_000.0)
     retry_methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]] = []
     user_config: dict[str, Any] | None = None
     # A JSON Schema the app's user_config must satisfy. user_config changes are applied to

@@ -129,6 +129,7 @@ def router_app(spec: ServiceSpec, primary: str, canary: str | None, weights: dic
                     "request_timeout_s": spec.request_timeout_s,
                     "max_body_bytes": spec.max_body_bytes,
                     "retry_budget_percent": spec.retry_budget_percent,
+                    "retry_min_per_second": spec.retry_min_per_second,
                     "retry_methods": list(spec.retry_methods),
                 },
             }

@@ -278,9 +278,10 @@ class ServiceSpec(_Frozen):
     max_body_bytes: int = change(LIGHT, 10 << 20)
     # The splitter's fallback (splitter/fallback.go): a weighted request that fails on the
     # canary before any byte is retried once on the primary, within this budget (extra
-    # requests as a share of the service's requests over 10 s; 0 turns it off), for these
-    # methods (empty: all).
+    # requests as a share of the service's requests over 10 s, plus retry_min_per_second;
+    # a share of 0 turns it off), for these methods (empty: all).
     retry_budget_percent: float = change(LIGHT, 20.0, ge=0.0, le=100.0)
+    retry_min_per_second: float = change(LIGHT, 10.0, ge=0.0)
     retry_methods: list[str] = change(LIGHT, [])
     version: VersionSpec
     scaling: ScalingSpec

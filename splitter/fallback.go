@@ -8,8 +8,11 @@ package main
 //
 // A retry budget keeps a failing canary from doubling the primary's load: over the last
 // ten seconds, retries may add at most `retry_budget_percent` of the service's requests
-// (plus a few, so the first failures of a window are covered). Past it, errors pass
-// through. A pinned request is never retried elsewhere. Requests still waiting for
+// plus `retry_min_per_second` (Linkerd's retry budget, with its defaults: retryRatio 0.2,
+// minRetriesPerSecond 10, ttl 10s). The floor is what covers a failing canary at a
+// modest request rate until the gates move its traffic back (a second or two): with 4
+// clients and the canary at 25%, a share-only budget let a quarter of its failures
+// through. Past the budget, errors pass through. A pinned request is never retried elsewhere. Requests still waiting for
 // headers count too, however long ago they started (as Envoy's retry budgets count
 // active requests): when hung canary replicas stall every client for a whole window,
 // the window itself holds no request, yet each stalled one deserves its retry.
@@ -27,7 +30,6 @@ import (
 const (
 	retryBodyLimit = 1 << 20 // a larger body is streamed, not buffered, and not retried
 	budgetWindow   = 10      // seconds
-	budgetFloor    = 3       // retries always allowed per window
 )
 
 type fallback struct {
@@ -90,7 +92,7 @@ func (f *fallback) retryable(req *http.Request, ex *exchange, resp *http.Respons
 		return false
 	}
 	failed := (err != nil && !errors.Is(req.Context().Err(), context.Canceled)) || (resp != nil && resp.StatusCode >= 500)
-	return failed && f.budget.allow(ex.route.Service, ex.route.RetryBudgetPercent)
+	return failed && f.budget.allow(ex.route.Service, ex.route.RetryBudgetPercent, ex.route.RetryMinPerSecond)
 }
 
 // mayRetry: whether this request could be retried on the primary if its version fails.
@@ -186,8 +188,9 @@ func (b *budgets) finished(service string) {
 	b.active[service]--
 }
 
-// allow takes one retry from the budget if there is one left.
-func (b *budgets) allow(service string, percent float64) bool {
+// allow takes one retry from the budget if there is one left: percent of the window's
+// requests plus perSecond for each second of it.
+func (b *budgets) allow(service string, percent, perSecond float64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	w, i := b.slot(service)
@@ -202,7 +205,7 @@ func (b *budgets) allow(service string, percent float64) bool {
 	if active := b.active[service]; active > requests {
 		requests = active
 	}
-	if float64(retries) >= float64(budgetFloor)+percent/100*float64(requests) {
+	if float64(retries) >= perSecond*budgetWindow+percent/100*float64(requests) {
 		return false
 	}
 	w.retries[i]++

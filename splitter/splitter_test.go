@@ -54,6 +54,26 @@ func TestTableReadsTheRoutingRecordAndIgnoresLegacyRouters(t *testing.T) {
 	}
 }
 
+// A record without a retry budget gets Linkerd's defaults; one that names it, its own.
+func TestTheRetryBudgetComesFromTheRecordOrLinkerdsDefaults(t *testing.T) {
+	table, err := BuildTable([]byte(state), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := table.Routes[0]; r.RetryBudgetPercent != 20 || r.RetryMinPerSecond != 10 {
+		t.Fatalf("defaults: %+v", r)
+	}
+	named := strings.Replace(state, `"max_body_bytes": 16`,
+		`"max_body_bytes": 16, "retry_budget_percent": 5, "retry_min_per_second": 0`, 1)
+	table, err = BuildTable([]byte(named), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := table.Routes[0]; r.RetryBudgetPercent != 5 || r.RetryMinPerSecond != 0 {
+		t.Fatalf("named: %+v", r)
+	}
+}
+
 func TestPinnedRequestReachesItsVersionWithPathAndQuery(t *testing.T) {
 	var seen string
 	front := splitterFor(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -224,14 +244,15 @@ func TestAPinnedRequestGetsItsVersionsFailureAndIsNeverRetried(t *testing.T) {
 func TestPastTheRetryBudgetErrorsPassThrough(t *testing.T) {
 	front, _ := failingCanary(t, `, "retry_budget_percent": 20`, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
 	failed := 0
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 200; i++ {
 		if status, _, _ := post(t, front.URL+"/svc", "", "x"); status != 200 {
 			failed++
 		}
 	}
-	// 50 requests, retries <= 3 + 20% of 50 = 13: the other 37 fail through.
-	if failed < 35 || failed > 40 {
-		t.Fatalf("%d of 50 failed", failed)
+	// 200 requests within a window (or two, on a slow machine): retries <= 10 per second
+	// of the window (100) + 20% of 200 = 140; the other 60 fail through.
+	if failed < 50 || failed > 65 {
+		t.Fatalf("%d of 200 failed", failed)
 	}
 }
 
@@ -246,7 +267,7 @@ func TestARetryBudgetOfZeroTurnsTheFallbackOff(t *testing.T) {
 // holds no request, yet each stalled request still gets its retry (active ones count).
 func TestRetryBudgetCountsRequestsStillWaitingWhenTheWindowIsEmpty(t *testing.T) {
 	b := newBudgets()
-	for i := 0; i < 8; i++ {
+	for i := 0; i < 200; i++ {
 		b.request("svc")
 	}
 	// Age the window: every slot's second moves past the window, as after a 10 s stall.
@@ -255,16 +276,16 @@ func TestRetryBudgetCountsRequestsStillWaitingWhenTheWindowIsEmpty(t *testing.T)
 		w.second[i] -= budgetWindow + 1
 	}
 	allowed := 0
-	for i := 0; i < 8; i++ {
-		if b.allow("svc", 20) {
+	for i := 0; i < 200; i++ {
+		if b.allow("svc", 20, 10) {
 			allowed++
 		}
 	}
-	// 3 always, plus 20% of the 8 still waiting: 4.6, so 5 retries.
-	if allowed != 5 {
-		t.Fatalf("stalled requests got %d retries, want 5", allowed)
+	// 100 always (10 per second of the window), plus 20% of the 200 still waiting: 140.
+	if allowed != 140 {
+		t.Fatalf("stalled requests got %d retries, want 140", allowed)
 	}
-	for i := 0; i < 8; i++ {
+	for i := 0; i < 200; i++ {
 		b.finished("svc")
 	}
 	if b.active["svc"] != 0 {

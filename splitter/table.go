@@ -32,11 +32,15 @@ type Route struct {
 	MaxBodyBytes int64              `json:"max_body_bytes"`
 	// Fallback (fallback.go): retries may add this share of requests; 0 turns it off.
 	RetryBudgetPercent float64  `json:"retry_budget_percent"`
-	RetryMethods       []string `json:"retry_methods"` // empty: every method
+	RetryMinPerSecond  float64  `json:"retry_min_per_second"` // allowed on top of the share
+	RetryMethods       []string `json:"retry_methods"`        // empty: every method
 }
 
-// DefaultRetryBudgetPercent applies when the routing record names none.
-const DefaultRetryBudgetPercent = 20
+// The retry budget when the routing record names none: Linkerd's defaults.
+const (
+	DefaultRetryBudgetPercent = 20
+	DefaultRetryMinPerSecond  = 10
+)
 
 type Table struct {
 	Routes   []Route   `json:"routes"` // longest prefix first
@@ -81,6 +85,7 @@ type record struct {
 	TimeoutS     float64            `json:"request_timeout_s"`
 	MaxBodyBytes int64              `json:"max_body_bytes"`
 	RetryBudget  *float64           `json:"retry_budget_percent"`
+	RetryMin     *float64           `json:"retry_min_per_second"`
 	RetryMethods []string           `json:"retry_methods"`
 }
 
@@ -112,9 +117,13 @@ func BuildTable(body []byte, defaultMaxBody int64) (*Table, error) {
 			route := Route{Service: name, Prefix: strings.TrimRight(rec.RoutePrefix, "/"), Primary: rec.Primary,
 				Weights: map[string]float64{}, Upstreams: map[string]string{},
 				TimeoutS: rec.TimeoutS, MaxBodyBytes: rec.MaxBodyBytes,
-				RetryBudgetPercent: DefaultRetryBudgetPercent, RetryMethods: rec.RetryMethods}
+				RetryBudgetPercent: DefaultRetryBudgetPercent, RetryMinPerSecond: DefaultRetryMinPerSecond,
+				RetryMethods: rec.RetryMethods}
 			if rec.RetryBudget != nil {
 				route.RetryBudgetPercent = *rec.RetryBudget
+			}
+			if rec.RetryMin != nil {
+				route.RetryMinPerSecond = *rec.RetryMin
 			}
 			if route.Prefix == "" {
 				route.Prefix = "/"

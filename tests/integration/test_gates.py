@@ -81,7 +81,8 @@ def test_an_identical_canary_is_promoted(stack, attempt):
 
 
 def test_past_the_retry_budget_errors_pass_through_and_the_canary_is_rolled_back(stack):
-    result, load = roll(stack, "v2-down", {"GPUSERVE_FAULT_ERROR_RATE": "1.0"}, retry_budget_percent=1)
+    result, load = roll(stack, "v2-down", {"GPUSERVE_FAULT_ERROR_RATE": "1.0"}, retry_budget_percent=1,
+                        retry_min_per_second=0)
     assert not result.ok and "gate): canary" in result.log
     assert load.failed > 0
     assert {status for (status, version) in load.counts if version == primary(stack)} == {200}
