@@ -3,6 +3,7 @@
 from pulumi_policy import PolicyPack
 from pulumi_policy import deserialize
 
+from policies import once_per_call
 from policies.pack import ENFORCEMENT, PACK_NAME, POLICIES
 from policies.validators import mark_secret
 
@@ -21,4 +22,5 @@ def _keep_secret_marker(prop, proxy_secrets=False):
 
 deserialize._deserialize_property = _keep_secret_marker  # pylint: disable=protected-access
 
+once_per_call.install()
 PolicyPack(name=PACK_NAME, enforcement_level=ENFORCEMENT, policies=POLICIES)

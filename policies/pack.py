@@ -17,6 +17,7 @@ from pulumi_policy import (
 )
 
 from policies import validators as v
+from policies.once_per_call import plain_once
 
 PACK_NAME = "gpuserve"
 DEFAULT_ALLOWED = ["g5.xlarge", "g5.2xlarge", "g5.12xlarge", "g6.xlarge", "g6.2xlarge", "g6e.xlarge",
@@ -43,7 +44,7 @@ class Resource:
 def _on(resource_type: str, check: Callable[[Resource], list[str]]):
     def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
         if args.resource_type == resource_type:
-            _report(check(Resource(v.plain(args.props), args.urn, args.get_config())), report)
+            _report(check(Resource(plain_once(args.props), args.urn, args.get_config())), report)
     return validate
 
 
@@ -59,8 +60,8 @@ def _rollout_check(check: Callable[[dict, bool, dict], list[str]]):
 def _stack(check: Callable[[list[dict], list[dict], dict], list[str]]):
     def validate(args: StackValidationArgs, report: ReportViolation) -> None:
         # Stack policies see each resource's outputs (a component's registered outputs).
-        pools = [v.plain(r.props) for r in args.resources if r.resource_type == v.POOL]
-        rollouts = [props for props in (v.plain(r.props) for r in args.resources if r.resource_type == v.ROLLOUT)
+        pools = [plain_once(r.props) for r in args.resources if r.resource_type == v.POOL]
+        rollouts = [props for props in (plain_once(r.props) for r in args.resources if r.resource_type == v.ROLLOUT)
                     if isinstance(props.get("spec"), Mapping)]
         _report(check(pools, rollouts, args.get_config()), report)
     return validate
@@ -162,7 +163,7 @@ POLICIES = [
         description="Tokens and passwords reach resources only as Pulumi secrets.",
         config_schema=_schema(sensitiveKeys={"type": "array", "items": {"type": "string"},
                                              "default": list(v.SENSITIVE)}),
-        validate=lambda a, report: _report(v.secrets_are_secret(a.resource_type, v.plain(a.props), a.get_config()),
+        validate=lambda a, report: _report(v.secrets_are_secret(a.resource_type, plain_once(a.props), a.get_config()),
                                            report),
     ),
 ]

@@ -14,6 +14,14 @@ the gate, a PURE function of two versions' figures and the thresholds.
   busy machine, a wide distribution) is not a regression. A significance test alone
   fires on identical code at its p-value's rate, and did on this machine (bench/
   false_rollbacks.py); the slack is what keeps identical code calm.
+- The reference median is the larger of the primary's now and the primary's before any
+  traffic moved (`steady_median_ms`, real traffic the controller read before the first
+  shift). At every gate the canary carries the steady per-replica load (c replicas,
+  c/N of the traffic) while the primary still holds the surge's extra replicas and runs
+  lighter; near saturation that alone made a healthy canary's median slower by queueing
+  (the bench's saturating healthy case: 266 vs 201 ms, a false rollback). The primary as
+  it ran before the rollout is the reference at the canary's own load, as Kayenta
+  compares a canary with a baseline of the same size.
 - A failing reference is its own verdict: when the primary itself fails, judging the
   canary against it would mean nothing.
 """
@@ -103,10 +111,12 @@ class Shift:
                 f"{'<' if self.p_value < p_value else '>='} {p_value:g}")
 
 
-def latency_shift(canary_ms, primary_ms, t: Thresholds) -> Shift:
-    """The latency test shared by real traffic and probes. Pure."""
-    slower_by = float(np.median(canary_ms) - np.median(primary_ms))
-    slack = max(t.latency_slack_ms, t.latency_slack_ratio * float(np.median(primary_ms)))
+def latency_shift(canary_ms, primary_ms, t: Thresholds, steady_median_ms: float | None = None) -> Shift:
+    """The latency test shared by real traffic and probes. Pure. The canary's median is
+    compared with the larger of the primary's now and `steady_median_ms`."""
+    reference = max(float(np.median(primary_ms)), steady_median_ms or 0.0)
+    slower_by = float(np.median(canary_ms)) - reference
+    slack = max(t.latency_slack_ms, t.latency_slack_ratio * reference)
     # Imported here: scipy.stats takes about a second to import, which every rollout would
     # otherwise pay before its first move; the bake's first evaluation absorbs it.
     from scipy.stats import mannwhitneyu
@@ -124,8 +134,9 @@ def figures(samples: list[dict], version: str, count_client_errors: bool = False
     return Figures(len(mine), len(errors), len(client), ok)
 
 
-def judge(canary: Figures, primary: Figures, t: Thresholds) -> Judgement:
-    """The gate over one window of real traffic. Pure."""
+def judge(canary: Figures, primary: Figures, t: Thresholds, steady_median_ms: float | None = None) -> Judgement:
+    """The gate over one window of real traffic. Pure. `steady_median_ms`: the primary's
+    median before any traffic moved (None: the primary's now is the only reference)."""
     max_errors = 1.0 - t.min_success_rate
     if canary.requests < t.min_samples:
         return Judgement(None, "insufficient", f"{canary.requests} canary requests < {t.min_samples} in the window",
@@ -139,11 +150,13 @@ def judge(canary: Figures, primary: Figures, t: Thresholds) -> Judgement:
                          f"canary failed {canary.errors} of {canary.requests} real requests ({canary.error_rate:.1%} "
                          f"> {max_errors:.1%}); primary {primary.error_rate:.1%} of {primary.requests}", canary, primary)
     if len(canary.latencies_ms) >= t.min_samples and len(primary.latencies_ms) >= t.min_samples:
-        shift = latency_shift(canary.latencies_ms, primary.latencies_ms, t)
+        shift = latency_shift(canary.latencies_ms, primary.latencies_ms, t, steady_median_ms)
         p = shift.p_value
         if shift.significant(t.latency_p_value):
+            steady = (f", {steady_median_ms:.0f}ms before the rollout"
+                      if steady_median_ms and steady_median_ms > primary.p50_ms else "")
             return Judgement(False, "traffic-latency",
-                             f"canary slower: median {canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms "
+                             f"canary slower: median {canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms{steady} "
                              f"({shift.describe(t.latency_p_value)}) over {len(canary.latencies_ms)}/"
                              f"{len(primary.latencies_ms)} requests", canary, primary, p)
     else:

@@ -59,6 +59,7 @@ class RolloutController:
         self.history = History()
         self.t0 = time.monotonic()
         self.baseline_p95_ms: float | None = None
+        self.steady_median_ms: float | None = None  # real traffic's, before the first shift
         # Where a rollout's time goes, by kind of step (seconds): said when it completes.
         self.timings: dict[str, float] = {}
         self._inner: list[float] = []  # time of the steps timed inside each open `timed`
@@ -534,7 +535,7 @@ class RolloutController:
         latest = []
         with self.timed("gate"):
             if gates.uses_splitter:
-                latest.append(self.traffic.judge(gates, primary, canary, since_ms))
+                latest.append(self.traffic.judge(gates, primary, canary, since_ms, self.steady_median_ms))
             if metrics is not None:
                 latest.append(metrics.judge(self.spec.service, primary, canary))
         self._evaluated(step, latest, gates.window_seconds)
@@ -636,8 +637,15 @@ class RolloutController:
         self.serve.write_router(primary, canary, canary_traffic, started, self.baseline_p95_ms)
         figures = (f"p95 {stats.p95_ms:.0f}ms over {stats.sent} probes" if stats.ok else
                    f"answered none of {stats.sent} probes ({stats.answers}); no baseline")
+        if gates.uses_splitter:
+            # Users' own requests at the steady per-replica load: the reference the canary's
+            # median is judged against (runtime/analysis.py). Not kept across a resume.
+            median, count = self.traffic.steady_median(gates, primary)
+            self.steady_median_ms = round(median, 1) if median is not None else None
+            if median is not None:
+                figures += f"; real traffic median {median:.0f}ms over {count} requests"
         self.say(f"latency baseline: primary {primary} {figures}", step="baseline",
-                 baseline_p95_ms=self.baseline_p95_ms)
+                 baseline_p95_ms=self.baseline_p95_ms, steady_median_ms=self.steady_median_ms)
 
     def _status_verdict(self, version: str) -> GateVerdict:
         app = self.serve.app(version)

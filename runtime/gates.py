@@ -185,7 +185,8 @@ class TrafficGate:
     def __init__(self, source: Callable[[int], list[dict]]):
         self.source = source
 
-    def judge(self, gates: GateConfig, primary: str, canary: str, since_ms: int) -> analysis.Judgement:
+    def judge(self, gates: GateConfig, primary: str, canary: str, since_ms: int,
+              steady_median_ms: float | None = None) -> analysis.Judgement:
         window_start = max(since_ms, int(time.time() * 1000 - gates.window_seconds * 1000))
         samples = self.source(window_start)
         thresholds = analysis.Thresholds(
@@ -194,4 +195,14 @@ class TrafficGate:
             latency_slack_ratio=gates.latency_slack_ratio,
             gate_client_errors=gates.gate_client_errors)
         return analysis.judge(analysis.figures(samples, canary, gates.gate_client_errors),
-                              analysis.figures(samples, primary, gates.gate_client_errors), thresholds)
+                              analysis.figures(samples, primary, gates.gate_client_errors), thresholds,
+                              steady_median_ms)
+
+    def steady_median(self, gates: GateConfig, primary: str) -> tuple[float | None, int]:
+        """The primary's median over the last window of real traffic, and how many
+        answers it is over; None with fewer than min_samples."""
+        samples = self.source(int(time.time() * 1000 - gates.window_seconds * 1000))
+        mine = analysis.figures(samples, primary, gates.gate_client_errors)
+        if len(mine.latencies_ms) < gates.min_samples:
+            return None, len(mine.latencies_ms)
+        return mine.p50_ms, len(mine.latencies_ms)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -29,14 +30,17 @@ ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed, so the same files make the same zip b
 
 
 def files_of(code_dir: Path) -> list[Path]:
+    """Every file of the package, in path order. os.walk, pruned at excluded dirs: rglob
+    walked into __pycache__ and friends only to drop them, 2 ms for a 5-file app, paid at
+    every preview for every service (symlinked dirs are followed, as rglob did)."""
     found = []
-    for path in sorted(code_dir.rglob("*")):
-        relative = path.relative_to(code_dir)
-        if any(part in EXCLUDED_DIRS or part.startswith(".venv") for part in relative.parts[:-1]):
-            continue
-        if path.is_file() and not path.name.endswith(EXCLUDED_SUFFIXES) and relative.parts[0] not in EXCLUDED_DIRS:
-            found.append(path)
-    return found
+    for dirpath, dirnames, filenames in os.walk(code_dir, followlinks=True):
+        dirnames[:] = [d for d in dirnames if d not in EXCLUDED_DIRS and not d.startswith(".venv")]
+        top = dirpath == str(code_dir)
+        found.extend(Path(dirpath, name) for name in filenames
+                     if not name.endswith(EXCLUDED_SUFFIXES) and not (top and name in EXCLUDED_DIRS)
+                     and os.path.isfile(os.path.join(dirpath, name)))
+    return sorted(found)
 
 
 def _name(path: Path, root: Path, parent: bool) -> str:

@@ -77,3 +77,13 @@ def test_figures_summary_is_what_the_history_records():
     f = Figures(10, 1, 0, (10.0, 20.0, 30.0))
     assert f.summary() == {"requests": 10, "errors": 1, "client_errors": 0, "error_rate": 0.1,
                            "p50_ms": 20.0, "p95_ms": 29.0}
+
+
+def test_a_canary_as_fast_as_the_steady_primary_passes_though_the_surged_primary_is_faster():
+    # The canary at the steady per-replica load (~70 ms), the primary lighter with the
+    # surge's extra replica (~20 ms), and 80 ms before the rollout moved anything.
+    canary = figures(answers("v2", 200, 70, seed=1), "v2")
+    primary = figures(answers("v1", 200, 20, seed=2), "v1")
+    assert judge(canary, primary, T).gate == "traffic-latency"
+    assert judge(canary, primary, T, steady_median_ms=80.0).passed is True
+    assert judge(figures(answers("v2", 200, 160, seed=1), "v2"), primary, T, steady_median_ms=80.0).passed is False

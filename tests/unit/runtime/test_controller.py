@@ -85,19 +85,29 @@ class FakeProber:
 
 
 class FakeTraffic(TrafficGate):
-    """The splitter's samples for one window: the primary v1 healthy at 20 ms, the canary
-    v2 with `canary_requests` requests, failing 10 of them from the `fail_from`-th
+    """The splitter's samples for one window: the primary v1 healthy at `primary_ms`
+    (`steady_ms` before the first evaluation: the baseline's read), the canary v2 with
+    `canary_requests` requests at `canary_ms`, failing 10 of them from the `fail_from`-th
     evaluation on."""
 
-    def __init__(self, canary_requests: int = 100, fail_from: int | None = None):
+    def __init__(self, canary_requests: int = 100, fail_from: int | None = None, primary_ms: float = 20.0,
+                 steady_ms: float | None = None, canary_ms: float = 20.0):
         super().__init__(self.samples)
         self.canary_requests, self.fail_from, self.calls = canary_requests, fail_from, 0
+        self.primary_ms, self.steady_ms, self.canary_ms = primary_ms, steady_ms or primary_ms, canary_ms
+        self.steady_medians: list = []
+
+    def judge(self, gates, primary, canary, since_ms, steady_median_ms=None):
+        self.calls += 1
+        self.steady_medians.append(steady_median_ms)
+        return super().judge(gates, primary, canary, since_ms, steady_median_ms)
 
     def samples(self, since_ms: int) -> list[dict]:
-        self.calls += 1
         failing = self.fail_from is not None and self.calls >= self.fail_from
-        canary = [{"v": "v2", "c": 503 if failing and i < 10 else 200, "ms": 20.0} for i in range(self.canary_requests)]
-        return canary + [{"v": "v1", "c": 200, "ms": 20.0}] * 100
+        primary_ms = self.primary_ms if self.calls else self.steady_ms
+        canary = [{"v": "v2", "c": 503 if failing and i < 10 else 200, "ms": self.canary_ms}
+                  for i in range(self.canary_requests)]
+        return canary + [{"v": "v1", "c": 200, "ms": primary_ms}] * 100
 
 
 def baking(seconds: float) -> ServiceSpec:
@@ -305,6 +315,26 @@ def test_healthy_real_traffic_passes_every_wave_without_probes_and_each_evaluati
     assert evaluations[0]["canary"] == {"requests": 100, "errors": 0, "client_errors": 0, "error_rate": 0.0,
                                         "p50_ms": 20.0, "p95_ms": 20.0}
     assert evaluations[0]["gate"] == "traffic" and evaluations[0]["passed"] is True
+
+
+def test_the_canary_is_judged_against_the_primary_as_it_ran_before_the_rollout():
+    # Near saturation: before any move the primary answered in 80 ms; with the surge's
+    # extra replica it runs lighter (20 ms) while the canary carries the steady per-replica
+    # load (70 ms). Against the primary now it looks 50 ms slower; against the steady
+    # reference it is not slower at all.
+    serve = serving("v1")
+    traffic = FakeTraffic(primary_ms=20.0, steady_ms=80.0, canary_ms=70.0)
+    converge(serve, baking(2), FakeProber(), traffic)
+    assert_serves_only(serve, "v2")
+    assert set(traffic.steady_medians) == {80.0}
+
+
+def test_a_canary_slower_than_the_steady_primary_too_is_rolled_back():
+    serve = serving("v1")
+    with pytest.raises(RolloutFailed, match=r"traffic-latency gate\): canary slower: median 140ms vs primary 20ms, "
+                                            r"80ms before the rollout"):
+        converge(serve, baking(2), FakeProber(), FakeTraffic(primary_ms=20.0, steady_ms=80.0, canary_ms=140.0))
+    assert_serves_only(serve, "v1")
 
 
 def test_thin_real_traffic_lets_the_probes_decide():
