@@ -452,6 +452,9 @@ def run_gpuserve(stack: LocalStack, settings: Settings, case: Case, name: str, w
         "automation_api_reads_s": round(returned - t1, 1),
         "node_lost": killer.killed if killer else None,
         "outcome": outcome_of(case, result, lines),
+        # Why `pulumi up` failed, in its own words: the error diagnostics' last lines.
+        "up_error": None if result.ok else "\n".join(
+            [message for _, severity, message in result.diagnostics if severity == "error"][-3:])[-1500:] or None,
     }
     return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1,
             "log": [line for _, line in lines]}
@@ -460,8 +463,8 @@ def run_gpuserve(stack: LocalStack, settings: Settings, case: Case, name: str, w
 def outcome_of(case: Case, result: Run, lines) -> str:
     rolled_back = milestone(lines, "rollback complete") is not None
     if case.scenario in ("healthy", "node-loss"):
-        return "v2 serves" if result.ok else "rolled back, v1 serves" if rolled_back else "failed (see the log)"
-    return "NOT rolled back" if result.ok else "rolled back, v1 serves" if rolled_back else "failed (see the log)"
+        return "v2 serves" if result.ok else "rolled back, v1 serves" if rolled_back else "failed (see up_error)"
+    return "NOT rolled back" if result.ok else "rolled back, v1 serves" if rolled_back else "failed (see up_error)"
 
 
 def run_serve(stack: LocalStack, settings: Settings, case: Case, name: str, workdir: Path, corrupt: Path) -> dict:
@@ -522,6 +525,7 @@ def run_serve(stack: LocalStack, settings: Settings, case: Case, name: str, work
         "wall_s": round(t1 - t0, 1), "up_succeeded": None, "waves": None, "replica_ready_s": None,
         "ideal_s": None, "actual_over_ideal": None, "detect_to_primary_s": None, "retries": None,
         "time_by_step": None, "node_lost": killer.killed if killer else None, "outcome": outcome,
+        "up_error": None,
     }
     return {"metrics": metrics, "samples": sampler.samples, "records": records, "t0": t0, "t1": t1, "log": []}
 

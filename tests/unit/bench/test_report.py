@@ -34,10 +34,6 @@ def test_every_case_reports_every_figure_and_its_timeline(data):
         assert (FULL.parent / case["timeline_png"]).is_file(), case["timeline_png"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "run 20261130T071511Z: gpuserve failed 24 requests (500) in moderate/late, a case that overlapped other heavy "
-    "work on the machine (the same case alone failed 0, subset run 20261130T070431Z). Passes once a full run with "
-    "nothing else on the machine is committed."))
 def test_gpuserve_failed_no_client_request_except_when_a_node_was_lost(data):
     failed = {c["case"]: c["metrics"]["failed"] for c in data["cases"]
               if c["peer"] == "gpuserve" and c["scenario"] != "node-loss"}
