@@ -335,9 +335,17 @@ class PulumiClock:
 
     def __init__(self) -> None:
         self.rollout_pre = self.rollout_out = self.summary = None
+        self.first_pre = None
+        self.spans: dict[str, list[float]] = {}  # urn's type::name -> [pre, outputs]
 
     def see(self, event) -> None:
         now = time.time()
+        for step in (event.resource_pre_event, event.res_outputs_event):
+            if step is not None:
+                meta = step.metadata
+                name = f"{meta.type.rsplit(':', 1)[-1]} {meta.urn.rsplit('::', 1)[-1]}"
+                self.spans.setdefault(name, [now, now])[1] = now
+                self.first_pre = self.first_pre or now
         if event.resource_pre_event and event.resource_pre_event.metadata.type.endswith(":ModelRollout"):
             self.rollout_pre = self.rollout_pre or now
         if event.res_outputs_event and event.res_outputs_event.metadata.type.endswith(":ModelRollout"):
@@ -350,6 +358,15 @@ class PulumiClock:
             return {"pulumi and the other resources": round((t1 - t0) - controller_s, 1)}
         spans = (self.rollout_pre - t0, (self.rollout_out - self.rollout_pre) - controller_s, t1 - self.rollout_out)
         return {name: round(span, 1) for name, span in zip(self.PHASES, spans)}
+
+    def before_rollout(self, t0: float) -> dict[str, float]:
+        """Where Pulumi's part before the rollout went: to the first resource's step (the
+        CLI, the program's start), then each resource's own step, longest first."""
+        out = {"to the first resource": round((self.first_pre or t0) - t0, 1)}
+        steps = sorted(((end - pre, name) for name, (pre, end) in self.spans.items()
+                        if not name.startswith("ModelRollout ")), reverse=True)
+        out.update({name: round(span, 2) for span, name in steps[:6]})
+        return out
 
 
 def time_by_step(lines) -> dict | None:
@@ -450,6 +467,7 @@ def run_gpuserve(stack: LocalStack, settings: Settings, case: Case, name: str, w
         "detect_to_primary_s": round(back - verdict, 2) if back is not None and verdict is not None else None,
         "retries": retries_spent(stack, name), "time_by_step": steps,
         "automation_api_reads_s": round(returned - t1, 1),
+        "pulumi_before_rollout": clock.before_rollout(t0) if result.ok else None,
         "node_lost": killer.killed if killer else None,
         "outcome": outcome_of(case, result, lines),
         # Why `pulumi up` failed, in its own words: the error diagnostics' last lines.

@@ -28,7 +28,10 @@ the gate, a PURE function of two versions' figures and the thresholds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+import itertools
+import threading
+from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
@@ -117,12 +120,22 @@ def latency_shift(canary_ms, primary_ms, t: Thresholds, steady_median_ms: float 
     reference = max(float(np.median(primary_ms)), steady_median_ms or 0.0)
     slower_by = float(np.median(canary_ms)) - reference
     slack = max(t.latency_slack_ms, t.latency_slack_ratio * reference)
-    # Imported here: scipy.stats takes about a second to import, which every rollout would
-    # otherwise pay before its first move; the bake's first evaluation absorbs it.
-    from scipy.stats import mannwhitneyu
+    from scipy.stats import mannwhitneyu  # imported late: see preload()
 
     p = float(mannwhitneyu(canary_ms, primary_ms, alternative="greater").pvalue)
     return Shift(p, slower_by, slack)
+
+
+def preload() -> threading.Thread:
+    """Import scipy.stats off the rollout's path. It takes a second on an idle machine and
+    three or more under a rollout's load: paid at the first latency judgement, that
+    stretched wave 1's bake (bench: a 3 s bake that took 4.6). Imported in the background
+    while the canary's first replica starts (seconds of waiting), it costs no step
+    anything; a judgement that comes first waits on Python's import lock, as before."""
+    thread = threading.Thread(target=importlib.import_module, args=("scipy.stats",), name="preload-scipy",
+                              daemon=True)
+    thread.start()
+    return thread
 
 
 def figures(samples: list[dict], version: str, count_client_errors: bool = False) -> Figures:
@@ -166,14 +179,85 @@ def judge(canary: Figures, primary: Figures, t: Thresholds, steady_median_ms: fl
                      f"{canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms", canary, primary, p)
 
 
-def collect(admins: list[str], service: str, since_ms: int, timeout_s: float = 2.0) -> list[dict]:
-    """Every answer the live splitter instances gave for `service` since `since_ms`."""
-    out: list[dict] = []
-    for admin in admins:
+@dataclass
+class _Kept:
+    """What was read from one splitter instance."""
+
+    pid: int | None
+    floor_ms: int  # every answer of the service since then is in `samples`
+    cursor_ms: int = 0  # the newest answer's time (of any service)
+    at_cursor: int = 0  # how many answers at `cursor_ms` were read
+    samples: list[dict] = field(default_factory=list)  # of the service, oldest first
+
+    def __post_init__(self):
+        self.cursor_ms = self.floor_ms
+
+
+class SampleSource:
+    """Every answer the live splitter instances gave for one service since a time.
+
+    Called once a second through a bake and through every resize wait, on a machine the
+    rollout itself keeps busy, so each call must cost little: one kept-alive client per
+    admin socket (a new httpx client builds an SSL context: ~35 ms of CPU each), and only
+    the answers since the last call are fetched. What was fetched before is kept, trimmed
+    to the oldest time still asked for. An instance that restarted (its pid changed) is
+    read afresh.
+    """
+
+    def __init__(self, admins: list[str], service: str, timeout_s: float = 2.0):
+        self.service = service
+        self.timeout_s = timeout_s
+        self._clients = {admin: None for admin in admins}
+        self._kept: dict[str, _Kept] = {}
+
+    def __call__(self, since_ms: int) -> list[dict]:
+        out: list[dict] = []
+        for admin in self._clients:
+            out += self._read(admin, since_ms)
+        return out
+
+    def _client(self, admin: str) -> httpx.Client:
+        client = self._clients[admin]
+        if client is None:
+            client = httpx.Client(transport=httpx.HTTPTransport(uds=admin), timeout=self.timeout_s)
+            self._clients[admin] = client
+        return client
+
+    def _read(self, admin: str, since_ms: int, fresh_start: bool = False) -> list[dict]:
+        state = None if fresh_start else self._kept.get(admin)
+        if state is not None and since_ms < state.floor_ms:
+            state = None  # asked for older answers than were kept: read them all again
         try:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=admin), timeout=timeout_s) as client:
-                body = client.get("http://splitter/samples", params={"since_ms": since_ms}).json()
+            body = self._client(admin).get("http://splitter/samples", params={
+                "since_ms": since_ms if state is None else state.cursor_ms}).json()
         except (httpx.HTTPError, ValueError, FileNotFoundError):
-            continue  # a dead instance served nothing
-        out += [s for s in body.get("samples") or [] if s.get("s") == service]
-    return out
+            self._kept.pop(admin, None)
+            return []  # a dead instance served nothing
+        answers = body.get("samples") or []
+        if state is None:
+            state = _Kept(body.get("pid"), since_ms)
+        elif body.get("pid") != state.pid:
+            return self._read(admin, since_ms, fresh_start=True)  # restarted: its ring is new
+        else:
+            # The splitter answers `t >= since_ms` in the order it recorded them, so those
+            # at the cursor's millisecond that were read before come first: skip them.
+            skip = 0
+            while skip < min(len(answers), state.at_cursor) and answers[skip]["t"] == state.cursor_ms:
+                skip += 1
+            answers = answers[skip:]
+        if answers:
+            last = answers[-1]["t"]
+            at_last = sum(1 for _ in itertools.takewhile(lambda s: s["t"] == last, reversed(answers)))
+            state.at_cursor = at_last + (state.at_cursor if last == state.cursor_ms else 0)
+            state.cursor_ms = max(state.cursor_ms, last)
+        state.samples = [s for s in state.samples + [a for a in answers if a.get("s") == self.service]
+                         if s["t"] >= since_ms]
+        state.floor_ms = max(state.floor_ms, since_ms)
+        self._kept[admin] = state
+        return state.samples
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            if client is not None:
+                client.close()
+        self._clients = dict.fromkeys(self._clients)

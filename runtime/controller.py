@@ -51,8 +51,8 @@ class RolloutController:
         self.serve = ServeActions(spec, client, poll_s)
         self.prober = prober or Prober(spec.http_url.rstrip("/") + spec.route_prefix, spec.rollout.gates.probe)
         # Real traffic from every local splitter instance; none where they are not reachable.
-        self.traffic = traffic or TrafficGate(
-            lambda since: analysis.collect(spec.splitter_admins, spec.service, since) if spec.splitter_admins else [])
+        self._samples = analysis.SampleSource(spec.splitter_admins, spec.service) if spec.splitter_admins else None
+        self.traffic = traffic or TrafficGate(self._samples or (lambda since: []))
         self.metrics_gate = metrics_gate or _prometheus_gate
         self.log = log or (lambda line: print(line, flush=True))
         self.poll_s = poll_s
@@ -79,6 +79,8 @@ class RolloutController:
 
     def close(self) -> None:
         """End of the run: give the webhooks' queue a bounded few seconds to drain."""
+        if self._samples is not None:
+            self._samples.close()
         if self.notifier is not None:
             self.notifier.close()
 
@@ -221,6 +223,8 @@ class RolloutController:
                     + (" (resumed)" if resumed else ""), **{"from": primary, "to": canary}, waves=plan.waves,
                     resumed=resumed)
         self.baseline_p95_ms = live.latency_baseline_ms if resumed else None
+        if self.spec.rollout.gates.enabled:
+            analysis.preload()
         if resumed and self.baseline_p95_ms is None:
             # Killed before the baseline reached the router: measure it now, at the split
             # that stands, rather than judge latency with no reference at all.
