@@ -335,11 +335,12 @@ class PulumiClock:
 
     def __init__(self) -> None:
         self.rollout_pre = self.rollout_out = self.summary = None
-        self.first_pre = None
+        self.first_pre = self.first_event = None
         self.spans: dict[str, list[float]] = {}  # urn's type::name -> [pre, outputs]
 
     def see(self, event) -> None:
         now = time.time()
+        self.first_event = self.first_event or now
         for step in (event.resource_pre_event, event.res_outputs_event):
             if step is not None:
                 meta = step.metadata
@@ -362,7 +363,8 @@ class PulumiClock:
     def before_rollout(self, t0: float) -> dict[str, float]:
         """Where Pulumi's part before the rollout went: to the first resource's step (the
         CLI, the program's start), then each resource's own step, longest first."""
-        out = {"to the first resource": round((self.first_pre or t0) - t0, 1)}
+        out = {"to the engine's first event": round((self.first_event or t0) - t0, 1),
+               "to the first resource": round((self.first_pre or t0) - t0, 1)}
         steps = sorted(((end - pre, name) for name, (pre, end) in self.spans.items()
                         if not name.startswith("ModelRollout ")), reverse=True)
         out.update({name: round(span, 2) for span, name in steps[:6]})
