@@ -147,9 +147,11 @@ def figures(samples: list[dict], version: str, count_client_errors: bool = False
     return Figures(len(mine), len(errors), len(client), ok)
 
 
-def judge(canary: Figures, primary: Figures, t: Thresholds, steady_median_ms: float | None = None) -> Judgement:
+def judge(canary: Figures, primary: Figures, t: Thresholds, steady_median_ms: float | None = None,
+          latency: bool = True) -> Judgement:
     """The gate over one window of real traffic. Pure. `steady_median_ms`: the primary's
-    median before any traffic moved (None: the primary's now is the only reference)."""
+    median before any traffic moved (None: the primary's now is the only reference).
+    `latency=False` judges errors only."""
     max_errors = 1.0 - t.min_success_rate
     if canary.requests < t.min_samples:
         return Judgement(None, "insufficient", f"{canary.requests} canary requests < {t.min_samples} in the window",
@@ -162,7 +164,7 @@ def judge(canary: Figures, primary: Figures, t: Thresholds, steady_median_ms: fl
         return Judgement(False, "traffic-errors",
                          f"canary failed {canary.errors} of {canary.requests} real requests ({canary.error_rate:.1%} "
                          f"> {max_errors:.1%}); primary {primary.error_rate:.1%} of {primary.requests}", canary, primary)
-    if len(canary.latencies_ms) >= t.min_samples and len(primary.latencies_ms) >= t.min_samples:
+    if latency and len(canary.latencies_ms) >= t.min_samples and len(primary.latencies_ms) >= t.min_samples:
         shift = latency_shift(canary.latencies_ms, primary.latencies_ms, t, steady_median_ms)
         p = shift.p_value
         if shift.significant(t.latency_p_value):

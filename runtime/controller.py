@@ -371,11 +371,10 @@ class RolloutController:
         return False
 
     def _shift_and_gate(self, primary: str, canary: str, started: float, step: Step) -> None:
-        """Move the canary's traffic share to the step's, bake, and judge the gates."""
-        with self.timed("traffic shift"):
-            self.serve.shift(primary, canary, step.canary_traffic, started, self.baseline_p95_ms)
-        # On record (not in the log): what the timeline draws the bake's traffic from.
-        self.history.add(step="shift", wave=step.wave, canary_traffic=step.canary_traffic)
+        """Move the canary's traffic share to the step's gated share (its share of the
+        ready replicas, runtime/plan.py), bake, and judge the gates; then to the share the
+        resize needs, when that is higher."""
+        self._shift(primary, canary, started, step, step.judged_at if step.gated else step.canary_traffic)
         if step.gated:
             judged = self.timings.get("gate", 0.0)
             start = time.monotonic()
@@ -385,6 +384,14 @@ class RolloutController:
                                     - (self.timings.get("gate", 0.0) - judged))
             if not verdict.passed:
                 raise GateFailed(verdict)
+            if step.canary_traffic != step.judged_at:
+                self._shift(primary, canary, started, step, step.canary_traffic)
+
+    def _shift(self, primary: str, canary: str, started: float, step: Step, traffic: float) -> None:
+        with self.timed("traffic shift"):
+            self.serve.shift(primary, canary, traffic, started, self.baseline_p95_ms)
+        # On record (not in the log): what the timeline draws the bake's traffic from.
+        self.history.add(step="shift", wave=step.wave, canary_traffic=traffic)
 
     def _wave(self, primary: str, canary: str, started: float, step: Step, plan: Plan) -> bool:
         self._shift_and_gate(primary, canary, started, step)
@@ -533,16 +540,22 @@ class RolloutController:
                 f"before {step.kind.value} {step.wave or ''}".rstrip(),
             ))
 
-    def _judge_traffic(self, primary: str, canary: str, step: Step, since_ms: int, metrics) -> list:
-        """One evaluation of real traffic by every configured source, on record."""
+    def _judge_traffic(self, primary: str, canary: str, step: Step, since_ms: int, metrics,
+                       resizing: bool = False) -> list:
+        """One evaluation of real traffic by every configured source, on record. While
+        replicas start and stop (`resizing`) the splitter's figures judge errors only:
+        the versions' latencies are not comparable then (one side queues on fewer
+        replicas than the other, and replicas join or leave mid-window)."""
         gates = self.spec.rollout.gates
         latest = []
         with self.timed("gate"):
             if gates.uses_splitter:
-                latest.append(self.traffic.judge(gates, primary, canary, since_ms, self.steady_median_ms))
+                latest.append(self.traffic.judge(gates, primary, canary, since_ms, self.steady_median_ms,
+                                                 latency=not resizing))
             if metrics is not None:
                 latest.append(metrics.judge(self.spec.service, primary, canary))
-        self._evaluated(step, latest, gates.window_seconds)
+        self._evaluated(step, latest, gates.window_seconds,
+                        step.canary_traffic if resizing else step.judged_at, resizing)
         return latest
 
     def _watch(self, primary: str, canary: str, step: Step) -> Callable[[], None] | None:
@@ -559,7 +572,7 @@ class RolloutController:
             if time.monotonic() - last[0] < gates.evaluate_every_seconds:
                 return
             last[0] = time.monotonic()
-            failed = next((j for j in self._judge_traffic(primary, canary, step, since_ms, metrics)
+            failed = next((j for j in self._judge_traffic(primary, canary, step, since_ms, metrics, resizing=True)
                            if j.passed is False), None)
             if failed is not None:
                 raise GateFailed(self._gate_said(step, GateVerdict(False, failed.gate, failed.detail)))
@@ -609,16 +622,17 @@ class RolloutController:
                 self.serve.operator(fresh=True)
                 self._operator_poll()
 
-    def _evaluated(self, step: Step, judgements: list, window_s: float) -> None:
+    def _evaluated(self, step: Step, judgements: list, window_s: float, traffic: float, resizing: bool) -> None:
         """Every evaluation is on record: in the history, and one line in the log."""
         for judgement in judgements:
             self.history.add(step="evaluation", wave=step.wave, window_s=window_s, **judgement.record())
         verdicts = "; ".join(f"{j.record()['source']} {_WORD[j.passed]}: {j.detail}" for j in judgements)
-        self.log(f"[{self.spec.service}] evaluation at {step.canary_traffic:.4g}% (wave {step.wave}, last "
+        during = ", resizing: errors only" if resizing else ""
+        self.log(f"[{self.spec.service}] evaluation at {traffic:.4g}% (wave {step.wave}{during}, last "
                  f"{window_s:g}s): {verdicts} ({time.monotonic() - self.t0:.1f}s)")
 
     def _gate_said(self, step: Step, verdict: GateVerdict) -> GateVerdict:
-        self.say(f"gate after wave {step.wave} at {step.canary_traffic:.4g}%: "
+        self.say(f"gate after wave {step.wave} at {step.judged_at:.4g}%: "
                  f"{'pass' if verdict.passed else 'FAIL'}: {verdict.detail}",
                  step="gate", wave=step.wave, gate=verdict.figures())
         return verdict

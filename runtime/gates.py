@@ -186,7 +186,7 @@ class TrafficGate:
         self.source = source
 
     def judge(self, gates: GateConfig, primary: str, canary: str, since_ms: int,
-              steady_median_ms: float | None = None) -> analysis.Judgement:
+              steady_median_ms: float | None = None, latency: bool = True) -> analysis.Judgement:
         window_start = max(since_ms, int(time.time() * 1000 - gates.window_seconds * 1000))
         samples = self.source(window_start)
         thresholds = analysis.Thresholds(
@@ -196,7 +196,7 @@ class TrafficGate:
             gate_client_errors=gates.gate_client_errors)
         return analysis.judge(analysis.figures(samples, canary, gates.gate_client_errors),
                               analysis.figures(samples, primary, gates.gate_client_errors), thresholds,
-                              steady_median_ms)
+                              steady_median_ms, latency=latency)
 
     def steady_median(self, gates: GateConfig, primary: str) -> tuple[float | None, int]:
         """The primary's median over the last window of real traffic, and how many

@@ -87,3 +87,11 @@ def test_a_canary_as_fast_as_the_steady_primary_passes_though_the_surged_primary
     assert judge(canary, primary, T).gate == "traffic-latency"
     assert judge(canary, primary, T, steady_median_ms=80.0).passed is True
     assert judge(figures(answers("v2", 200, 160, seed=1), "v2"), primary, T, steady_median_ms=80.0).passed is False
+
+
+def test_judging_errors_only_passes_a_slower_canary_but_not_a_failing_one():
+    slow, primary = figures(answers("v2", 200, 80), "v2"), figures(answers("v1", 200, 20, seed=1), "v1")
+    assert judge(slow, primary, T).gate == "traffic-latency"
+    assert judge(slow, primary, T, latency=False).passed is True
+    failing = figures(answers("v2", 200, 80, errors=20), "v2")
+    assert judge(failing, primary, T, latency=False).gate == "traffic-errors"

@@ -96,11 +96,13 @@ class FakeTraffic(TrafficGate):
         self.canary_requests, self.fail_from, self.calls = canary_requests, fail_from, 0
         self.primary_ms, self.steady_ms, self.canary_ms = primary_ms, steady_ms or primary_ms, canary_ms
         self.steady_medians: list = []
+        self.latency_judged: list[bool] = []
 
-    def judge(self, gates, primary, canary, since_ms, steady_median_ms=None):
+    def judge(self, gates, primary, canary, since_ms, steady_median_ms=None, latency=True):
         self.calls += 1
         self.steady_medians.append(steady_median_ms)
-        return super().judge(gates, primary, canary, since_ms, steady_median_ms)
+        self.latency_judged.append(latency)
+        return super().judge(gates, primary, canary, since_ms, steady_median_ms, latency)
 
     def samples(self, since_ms: int) -> list[dict]:
         failing = self.fail_from is not None and self.calls >= self.fail_from
@@ -205,9 +207,11 @@ def test_a_healthy_rollout_moves_one_surge_per_wave_with_traffic_behind_readines
     converge(serve, spec("v2"))
     assert moves(serve.puts) == [
         (4, 1, 0),  # deploy canary at 0% traffic
-        (4, 1, 25), (3, 1, 25), (3, 2, 25),  # wave 1: traffic, shrink primary, grow canary
-        (3, 2, 50), (2, 2, 50), (2, 3, 50),  # wave 2
-        (2, 3, 75), (1, 3, 75), (1, 4, 75),  # wave 3
+        # wave 1: gated at the canary's share of the ready replicas (1 of 5), then up to
+        # its cap for the resize; shrink primary, grow canary
+        (4, 1, 20), (4, 1, 25), (3, 1, 25), (3, 2, 25),
+        (3, 2, 40), (3, 2, 50), (2, 2, 50), (2, 3, 50),  # wave 2
+        (2, 3, 60), (2, 3, 75), (1, 3, 75), (1, 4, 75),  # wave 3
         (1, 4, 100),  # wave 4: canary carries everything while the primary drains
         (0, 4, 100),  # primary deleted
     ]
@@ -221,8 +225,9 @@ def test_a_healthy_rollout_records_deploy_baseline_gated_waves_and_finish():
     kinds = [(e.get("step"), e.get("wave")) for e in controller.history.entries
              if e.get("step") and e["step"] != "evaluation"]
     assert kinds == [("deploy-canary", None), ("baseline", None),
-                     ("shift", 1), ("gate", 1), ("wave", 1), ("shift", 2), ("gate", 2), ("wave", 2),
-                     ("shift", 3), ("gate", 3), ("wave", 3), ("shift", 4), ("gate", 4), ("finish", 4),
+                     ("shift", 1), ("gate", 1), ("shift", 1), ("wave", 1),
+                     ("shift", 2), ("gate", 2), ("shift", 2), ("wave", 2),
+                     ("shift", 3), ("gate", 3), ("shift", 3), ("wave", 3), ("shift", 4), ("gate", 4), ("finish", 4),
                      ("timings", None)]
 
 
@@ -303,6 +308,15 @@ def test_a_canary_that_starts_failing_while_replicas_change_is_caught_before_the
     assert_serves_only(serve, "v1")
 
 
+def test_while_replicas_change_only_errors_are_judged_and_the_bakes_judge_latency_too():
+    serve = serving("v1")
+    traffic = FakeTraffic()
+    converge(serve, baking(2), FakeProber(), traffic)
+    assert_serves_only(serve, "v2")
+    # The bakes (wave 1 at 0, 1 and 2 s, ...) judge latency; the resizes' polls do not.
+    assert traffic.latency_judged[:3] == [True] * 3 and False in traffic.latency_judged
+
+
 def test_healthy_real_traffic_passes_every_wave_without_probes_and_each_evaluation_is_on_record():
     serve = serving("v1")
     traffic, prober = FakeTraffic(), FakeProber()
@@ -362,9 +376,9 @@ def test_a_rollback_returns_traffic_to_the_primary_only_as_it_regrows():
     with pytest.raises(RolloutFailed, match=r"\(latency gate\)"):  # slow, not failing: capacity first
         converge(serve, spec("v2"), FakeProber(fail_at=3, gate="latency"))
     steps = moves(serve.puts)
-    failed_at = steps.index((2, 3, 75))  # wave 3's traffic shift, then its gate fails
+    failed_at = steps.index((2, 3, 60))  # wave 3's traffic shift, then its gate fails
     assert steps[failed_at:] == [
-        (2, 3, 75),  # the failed wave
+        (2, 3, 60),  # the failed wave, gated at the canary's share of the ready replicas
         (2, 3, 50), (2, 2, 50), (3, 2, 50),  # traffic to what 2 primaries carry, free a canary, regrow
         (3, 2, 25), (3, 1, 25), (4, 1, 25),
         (4, 1, 0), (4, 0, 0),  # all traffic back on a full primary, canary deleted
@@ -376,9 +390,9 @@ def test_a_canary_that_fails_requests_loses_all_its_traffic_at_once_then_the_rep
     with pytest.raises(RolloutFailed, match=r"\(success-rate gate\)"):
         converge(serve, spec("v2"), FakeProber(fail_at=3))
     steps = moves(serve.puts)
-    failed_at = steps.index((2, 3, 75))
+    failed_at = steps.index((2, 3, 60))
     assert steps[failed_at:] == [
-        (2, 3, 75),  # the failed wave
+        (2, 3, 60),  # the failed wave
         (2, 3, 0),  # its share was failing or retried on the primary anyway: all of it moves now
         (2, 0, 0), (4, 0, 0),  # the canary's GPUs freed, then the primary regrows into them
     ]

@@ -36,6 +36,19 @@ def test_rollout_waves(n, p, expected):
     assert shape(plan_rollout(n, p)) == expected
 
 
+def test_each_wave_gates_at_the_canarys_share_of_the_ready_replicas():
+    plan = plan_rollout(4, 25)
+    gated = [(s.primary_replicas, s.canary_replicas, s.judged_at, s.canary_traffic) for s in plan.steps if s.gated]
+    # Gated with (P, C) = (4, 1), (3, 2), (2, 3), then the finish: both versions carry
+    # the same load per replica; then up to the cap for the resize.
+    assert gated == [(3, 2, 20, 25), (2, 3, 40, 50), (1, 4, 60, 75), (0, 4, 100, 100)]
+
+
+def test_a_hold_holds_at_its_percent_and_a_low_explicit_step_gates_at_the_step():
+    assert plan_rollout(4, 25, hold_at=25).steps[-1].judged_at == 25
+    assert [s.judged_at for s in plan_rollout(4, 25, traffic_steps=[10]).steps if s.gated][:2] == [10, 20]
+
+
 def test_explicit_traffic_steps_are_capped_by_ready_capacity():
     plan = plan_rollout(4, 25, traffic_steps=[10, 50])
     traffic = [s.canary_traffic for s in plan.steps if s.kind is not StepKind.DEPLOY_CANARY]
@@ -90,6 +103,13 @@ def walk(plan, p0, c0, t0):
     then shrink, then grow."""
     p, c, t = p0, c0, t0
     for s in plan.steps:
+        if s.gated:
+            # The bake's and the gate's share, before the resize: at most the canary's
+            # share of the ready replicas, unless traffic was past it already.
+            assert s.kind is StepKind.HOLD or c >= plan.n or s.judged_at <= max(t, 100 * c / (c + p)) + EPS, \
+                "gated at most at the canary's share of the ready replicas"
+            t = s.judged_at
+            yield p, c, t
         t = s.canary_traffic
         yield p, c, t
         if s.primary_replicas < p:
@@ -116,7 +136,7 @@ def test_rollout_invariants(n, p, g):
             assert primary >= 1, "one primary replica until 100%"
     assert plan.peak_gpus <= (n + surge) * g
     assert plan.steps[-1].kind is StepKind.FINISH and plan.steps[-1].canary_replicas == n
-    traffic = [s.canary_traffic for s in plan.steps]
+    traffic = [t for s in plan.steps for t in (s.judged_at, s.canary_traffic)]
     assert traffic == sorted(traffic), "traffic only moves forward"
     grown = [s.canary_replicas for s in plan.steps]
     assert all(b - a <= surge for a, b in zip(grown, grown[1:])), "canary grows by at most the surge a wave"
