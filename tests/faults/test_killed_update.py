@@ -45,7 +45,7 @@ def killed_then_resumed(stack: LocalStack, at: str):
 
 @pytest.mark.parametrize("version, at", [
     ("v2", "deployed: 1 ready at 0% traffic"),  # after deploy-canary
-    ("v3", "evaluation at 50%"),  # mid-bake of wave 1
+    ("v3", "evaluation at 33.33%"),  # mid-bake of wave 1 (1 canary, 2 primary replicas)
     ("v4", "serves 100%; draining"),  # during finish
 ])
 def test_a_rollout_killed_at_any_step_leaves_nothing_behind_and_is_finished_by_the_next_up(stack, version, at):

@@ -75,7 +75,7 @@ def test_an_identical_canary_is_promoted(stack, attempt):
     target = other(primary(stack))
     result, load = roll(stack, target)
     assert result.ok, result.report()
-    assert "gate after wave 1 at 50%: pass: canary" in result.log
+    assert "gate after wave 1 at 33.33%: pass: canary" in result.log
     assert load.failed == 0
     assert primary(stack) == target
 

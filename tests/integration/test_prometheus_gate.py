@@ -65,7 +65,7 @@ def test_the_stack_exports_the_metrics_page_that_prometheus_scrapes(stack):
 def test_a_healthy_canary_is_promoted_on_prometheus_figures(stack):
     result, load = roll(stack, "v2")
     assert result.ok, result.report()
-    assert "gate after wave 1 at 50%: pass: canary error-rate 0 <= 0.01, p95" in result.log, result.report()
+    assert "gate after wave 1 at 33.33%: pass: canary error-rate 0 <= 0.01, p95" in result.log, result.report()
     assert "prometheus pass: canary error-rate 0" in result.log  # the per-second evaluations
     assert load.failed == 0
     evaluations = [e for e in stack.resource_outputs("ModelRollout")["history"] if e.get("step") == "evaluation"]
