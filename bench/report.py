@@ -76,7 +76,8 @@ def markdown(data: dict) -> str:
         spent = m["time_by_step"]
         out += [f"**Where the time goes** ({steps['case']}: {m['wall_s']:g} s, ideal {_cell(m['ideal_s'])} s "
                 f"= {m['waves']} waves × (replica ready {_cell(m['replica_ready_s'])} s + bake "
-                f"{data['settings']['bake_s']:g} s))", "",
+                f"{data['settings']['bake_s']:g} s)); against the rollout's own ready waits plus bakes "
+                f"({_cell(m.get('actual_over_own_waits'))}×), the rest below is overhead", "",
                 "| step | seconds | share |", "|---|---|---|"]
         for key in STEP_ORDER:
             if key in spent:

@@ -466,6 +466,11 @@ def run_gpuserve(stack: LocalStack, settings: Settings, case: Case, name: str, w
         "wall_s": round(t1 - t0, 1), "up_succeeded": result.ok, "waves": plan.waves,
         "replica_ready_s": ready, "ideal_s": round(ideal, 1) if ideal is not None else None,
         "actual_over_ideal": round((t1 - t0) / ideal, 2) if ideal else None,
+        # Stricter: the rollout's own waits, every replica's ready wait as it was (later
+        # replicas start faster than the first, which also pays the new version's runtime
+        # env) plus the bakes; what is left over is overhead: Pulumi, Serve's writes, drains.
+        "actual_over_own_waits": round((t1 - t0) / (steps["ready wait"] + plan.waves * bake), 2)
+        if steps and steps.get("ready wait") else None,
         "detect_to_primary_s": round(back - verdict, 2) if back is not None and verdict is not None else None,
         "retries": retries_spent(stack, name), "time_by_step": steps,
         "automation_api_reads_s": round(returned - t1, 1),
@@ -543,7 +548,8 @@ def run_serve(stack: LocalStack, settings: Settings, case: Case, name: str, work
     metrics = {
         **request_metrics(records, t0, t1), **gpu_metrics(sampler.samples, t0, t1, settings.n), **offered,
         "wall_s": round(t1 - t0, 1), "up_succeeded": None, "waves": None, "replica_ready_s": None,
-        "ideal_s": None, "actual_over_ideal": None, "detect_to_primary_s": None, "retries": None,
+        "ideal_s": None, "actual_over_ideal": None, "actual_over_own_waits": None, "detect_to_primary_s": None,
+        "retries": None,
         "time_by_step": None, "node_lost": killer.killed if killer else None, "outcome": outcome,
         "up_error": None,
     }
