@@ -575,7 +575,8 @@ class RolloutController:
             failed = next((j for j in self._judge_traffic(primary, canary, step, since_ms, metrics, resizing=True)
                            if j.passed is False), None)
             if failed is not None:
-                raise GateFailed(self._gate_said(step, GateVerdict(False, failed.gate, failed.detail)))
+                raise GateFailed(self._gate_said(step, GateVerdict(False, failed.gate, failed.detail),
+                                                 during_resize=True))
         return check
 
     def _bake_and_gate(self, primary: str, canary: str, step: Step) -> GateVerdict:
@@ -631,8 +632,10 @@ class RolloutController:
         self.log(f"[{self.spec.service}] evaluation at {traffic:.4g}% (wave {step.wave}{during}, last "
                  f"{window_s:g}s): {verdicts} ({time.monotonic() - self.t0:.1f}s)")
 
-    def _gate_said(self, step: Step, verdict: GateVerdict) -> GateVerdict:
-        self.say(f"gate after wave {step.wave} at {step.judged_at:.4g}%: "
+    def _gate_said(self, step: Step, verdict: GateVerdict, during_resize: bool = False) -> GateVerdict:
+        where = (f"during wave {step.wave}'s resize at {step.canary_traffic:.4g}%" if during_resize
+                 else f"after wave {step.wave} at {step.judged_at:.4g}%")
+        self.say(f"gate {where}: "
                  f"{'pass' if verdict.passed else 'FAIL'}: {verdict.detail}",
                  step="gate", wave=step.wave, gate=verdict.figures())
         return verdict

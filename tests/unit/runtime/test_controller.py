@@ -300,9 +300,13 @@ def test_a_canary_that_starts_failing_while_replicas_change_is_caught_before_the
     # evaluation on, which falls in wave 1's resize (the primary shrinking, the canary growing).
     serve = serving("v1")
     traffic, prober = FakeTraffic(fail_from=4), FakeProber()
-    with pytest.raises(RolloutFailed, match=r"rolled back at wave 1/4 \(traffic-errors gate\)"):
-        converge(serve, baking(2), prober, traffic)
+    lines: list[str] = []
+    controller = RolloutController(baking(2), serve, prober=prober, log=lines.append, poll_s=1.0, traffic=traffic)
+    with offline(serve), pytest.raises(RolloutFailed, match=r"rolled back at wave 1/4 \(traffic-errors gate\)"):
+        controller.converge()
     assert traffic.calls == 4
+    # Said where it was seen: the canary at 25% while the replicas changed, not at the bake's 20%.
+    assert any(line.startswith("[llm] gate during wave 1's resize at 25%: FAIL: canary failed") for line in lines), lines
     assert max(traffic for _, _, traffic in moves(serve.puts)) == 25  # never shifted to wave 2's 50%
     assert_capacity_safe(serve.puts)
     assert_serves_only(serve, "v1")
