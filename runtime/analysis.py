@@ -16,12 +16,12 @@ the gate, a PURE function of two versions' figures and the thresholds.
   false_rollbacks.py); the slack is what keeps identical code calm.
 - The reference median is the larger of the primary's now and the primary's before any
   traffic moved (`steady_median_ms`, real traffic the controller read before the first
-  shift). At every gate the canary carries the steady per-replica load (c replicas,
-  c/N of the traffic) while the primary still holds the surge's extra replicas and runs
-  lighter; near saturation that alone made a healthy canary's median slower by queueing
-  (the bench's saturating healthy case: 266 vs 201 ms, a false rollback). The primary as
-  it ran before the rollout is the reference at the canary's own load, as Kayenta
-  compares a canary with a baseline of the same size.
+  shift). Each wave is gated with both versions at the same load per replica
+  (runtime/plan.py), yet the canary's few replicas queue longer than the primary's many
+  (the bench's saturating healthy case, wave 1: 86 vs 59 ms, identical code). The
+  primary as it ran before the rollout, all the traffic on N replicas, is the reference
+  healthy canaries stayed within in the bench. With no primary traffic in the window (the canary at 100%),
+  the primary's answers from then (`steady_ms`) are the latency test's reference.
 - A failing reference is its own verdict: when the primary itself fails, judging the
   canary against it would mean nothing.
 """
@@ -148,10 +148,13 @@ def figures(samples: list[dict], version: str, count_client_errors: bool = False
 
 
 def judge(canary: Figures, primary: Figures, t: Thresholds, steady_median_ms: float | None = None,
-          latency: bool = True) -> Judgement:
+          latency: bool = True, steady_ms: tuple[float, ...] = ()) -> Judgement:
     """The gate over one window of real traffic. Pure. `steady_median_ms`: the primary's
     median before any traffic moved (None: the primary's now is the only reference).
-    `latency=False` judges errors only."""
+    `latency=False` judges errors only. `steady_ms`: the primary's answers before any
+    traffic moved; the latency test's reference when the primary answered too few now
+    (the canary at 100%: a last wave, or blue/green's only one), when the canary runs as
+    the primary did then, on N replicas with all the traffic."""
     max_errors = 1.0 - t.min_success_rate
     if canary.requests < t.min_samples:
         return Judgement(None, "insufficient", f"{canary.requests} canary requests < {t.min_samples} in the window",
@@ -164,21 +167,26 @@ def judge(canary: Figures, primary: Figures, t: Thresholds, steady_median_ms: fl
         return Judgement(False, "traffic-errors",
                          f"canary failed {canary.errors} of {canary.requests} real requests ({canary.error_rate:.1%} "
                          f"> {max_errors:.1%}); primary {primary.error_rate:.1%} of {primary.requests}", canary, primary)
-    if latency and len(canary.latencies_ms) >= t.min_samples and len(primary.latencies_ms) >= t.min_samples:
-        shift = latency_shift(canary.latencies_ms, primary.latencies_ms, t, steady_median_ms)
+    reference, then = primary.latencies_ms, False
+    if len(reference) < t.min_samples and len(steady_ms) >= t.min_samples:
+        reference, then = steady_ms, True
+    versus = (f"primary {percentile(reference, 50):.0f}ms before the rollout (none now)" if then
+              else f"primary {primary.p50_ms:.0f}ms")
+    if latency and len(canary.latencies_ms) >= t.min_samples and len(reference) >= t.min_samples:
+        shift = latency_shift(canary.latencies_ms, reference, t, steady_median_ms)
         p = shift.p_value
         if shift.significant(t.latency_p_value):
             steady = (f", {steady_median_ms:.0f}ms before the rollout"
-                      if steady_median_ms and steady_median_ms > primary.p50_ms else "")
+                      if not then and steady_median_ms and steady_median_ms > primary.p50_ms else "")
             return Judgement(False, "traffic-latency",
-                             f"canary slower: median {canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms{steady} "
+                             f"canary slower: median {canary.p50_ms:.0f}ms vs {versus}{steady} "
                              f"({shift.describe(t.latency_p_value)}) over {len(canary.latencies_ms)}/"
-                             f"{len(primary.latencies_ms)} requests", canary, primary, p)
+                             f"{len(reference)} requests", canary, primary, p)
     else:
         p = None
     return Judgement(True, "traffic",
                      f"canary {1 - canary.error_rate:.1%} of {canary.requests} real requests ok, median "
-                     f"{canary.p50_ms:.0f}ms vs primary {primary.p50_ms:.0f}ms", canary, primary, p)
+                     f"{canary.p50_ms:.0f}ms vs {versus}", canary, primary, p)
 
 
 @dataclass

@@ -60,6 +60,7 @@ class RolloutController:
         self.t0 = time.monotonic()
         self.baseline_p95_ms: float | None = None
         self.steady_median_ms: float | None = None  # real traffic's, before the first shift
+        self.steady_ms: tuple[float, ...] = ()  # its answers' latencies
         # Where a rollout's time goes, by kind of step (seconds): said when it completes.
         self.timings: dict[str, float] = {}
         self._inner: list[float] = []  # time of the steps timed inside each open `timed`
@@ -551,7 +552,7 @@ class RolloutController:
         with self.timed("gate"):
             if gates.uses_splitter:
                 latest.append(self.traffic.judge(gates, primary, canary, since_ms, self.steady_median_ms,
-                                                 latency=not resizing))
+                                                 latency=not resizing, steady_ms=self.steady_ms))
             if metrics is not None:
                 latest.append(metrics.judge(self.spec.service, primary, canary))
         self._evaluated(step, latest, gates.window_seconds,
@@ -661,10 +662,12 @@ class RolloutController:
         if gates.uses_splitter:
             # Users' own requests at the steady per-replica load: the reference the canary's
             # median is judged against (runtime/analysis.py). Not kept across a resume.
-            median, count = self.traffic.steady_median(gates, primary)
-            self.steady_median_ms = round(median, 1) if median is not None else None
-            if median is not None:
-                figures += f"; real traffic median {median:.0f}ms over {count} requests"
+            steady = self.traffic.steady(gates, primary)
+            enough = len(steady.latencies_ms) >= gates.min_samples
+            self.steady_median_ms = round(steady.p50_ms, 1) if enough else None
+            self.steady_ms = steady.latencies_ms if enough else ()
+            if enough:
+                figures += f"; real traffic median {steady.p50_ms:.0f}ms over {len(steady.latencies_ms)} requests"
         self.say(f"latency baseline: primary {primary} {figures}", step="baseline",
                  baseline_p95_ms=self.baseline_p95_ms, steady_median_ms=self.steady_median_ms)
 

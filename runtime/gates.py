@@ -186,7 +186,8 @@ class TrafficGate:
         self.source = source
 
     def judge(self, gates: GateConfig, primary: str, canary: str, since_ms: int,
-              steady_median_ms: float | None = None, latency: bool = True) -> analysis.Judgement:
+              steady_median_ms: float | None = None, latency: bool = True,
+              steady_ms: tuple[float, ...] = ()) -> analysis.Judgement:
         window_start = max(since_ms, int(time.time() * 1000 - gates.window_seconds * 1000))
         samples = self.source(window_start)
         thresholds = analysis.Thresholds(
@@ -196,13 +197,9 @@ class TrafficGate:
             gate_client_errors=gates.gate_client_errors)
         return analysis.judge(analysis.figures(samples, canary, gates.gate_client_errors),
                               analysis.figures(samples, primary, gates.gate_client_errors), thresholds,
-                              steady_median_ms, latency=latency)
+                              steady_median_ms, latency=latency, steady_ms=steady_ms)
 
-    def steady_median(self, gates: GateConfig, primary: str) -> tuple[float | None, int]:
-        """The primary's median over the last window of real traffic, and how many
-        answers it is over; None with fewer than min_samples."""
+    def steady(self, gates: GateConfig, primary: str) -> analysis.Figures:
+        """The primary's answers over the last window of real traffic."""
         samples = self.source(int(time.time() * 1000 - gates.window_seconds * 1000))
-        mine = analysis.figures(samples, primary, gates.gate_client_errors)
-        if len(mine.latencies_ms) < gates.min_samples:
-            return None, len(mine.latencies_ms)
-        return mine.p50_ms, len(mine.latencies_ms)
+        return analysis.figures(samples, primary, gates.gate_client_errors)

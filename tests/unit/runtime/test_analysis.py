@@ -95,3 +95,23 @@ def test_judging_errors_only_passes_a_slower_canary_but_not_a_failing_one():
     assert judge(slow, primary, T, latency=False).passed is True
     failing = figures(answers("v2", 200, 80, errors=20), "v2")
     assert judge(failing, primary, T, latency=False).gate == "traffic-errors"
+
+
+def test_with_no_primary_traffic_the_canary_is_judged_against_the_primary_before_the_rollout():
+    # The canary at 100% (a last wave, or blue/green's only one): N replicas, all the
+    # traffic, as the primary ran before anything moved.
+    steady = figures(answers("v1", 300, 40, seed=3), "v1").latencies_ms
+    nobody = figures([], "v1")
+    slow = judge(figures(answers("v2", 200, 90), "v2"), nobody, T, steady_median_ms=40.0, steady_ms=steady)
+    assert slow.gate == "traffic-latency" and "before the rollout (none now)" in slow.detail, slow.detail
+    same = judge(figures(answers("v2", 200, 40, seed=4), "v2"), nobody, T, steady_median_ms=40.0, steady_ms=steady)
+    assert same.passed is True and "before the rollout (none now)" in same.detail
+    # Without that reference there is nothing to judge latency against: errors only.
+    assert judge(figures(answers("v2", 200, 90), "v2"), nobody, T).passed is True
+
+
+def test_the_primary_now_stays_the_reference_while_it_has_traffic():
+    steady = figures(answers("v1", 300, 200, seed=3), "v1").latencies_ms  # slower then: ignored
+    verdict = judge(figures(answers("v2", 200, 90), "v2"), figures(answers("v1", 200, 20, seed=1), "v1"), T,
+                    steady_ms=steady)
+    assert verdict.gate == "traffic-latency" and "vs primary 18ms (" in verdict.detail, verdict.detail

@@ -98,11 +98,11 @@ class FakeTraffic(TrafficGate):
         self.steady_medians: list = []
         self.latency_judged: list[bool] = []
 
-    def judge(self, gates, primary, canary, since_ms, steady_median_ms=None, latency=True):
+    def judge(self, gates, primary, canary, since_ms, steady_median_ms=None, latency=True, steady_ms=()):
         self.calls += 1
         self.steady_medians.append(steady_median_ms)
         self.latency_judged.append(latency)
-        return super().judge(gates, primary, canary, since_ms, steady_median_ms, latency)
+        return super().judge(gates, primary, canary, since_ms, steady_median_ms, latency, steady_ms)
 
     def samples(self, since_ms: int) -> list[dict]:
         failing = self.fail_from is not None and self.calls >= self.fail_from
