@@ -20,8 +20,9 @@ the gate, a PURE function of two versions' figures and the thresholds.
   (runtime/plan.py), yet the canary's few replicas queue longer than the primary's many
   (the bench's saturating healthy case, wave 1: 86 vs 59 ms, identical code). The
   primary as it ran before the rollout, all the traffic on N replicas, is the reference
-  healthy canaries stayed within in the bench. With no primary traffic in the window (the canary at 100%),
-  the primary's answers from then (`steady_ms`) are the latency test's reference.
+  healthy canaries stayed within in the bench. With no primary traffic in the window
+  (the canary at 100%), the primary's answers from then (`steady_ms`) are the latency
+  test's reference.
 - A failing reference is its own verdict: when the primary itself fails, judging the
   canary against it would mean nothing.
 """
