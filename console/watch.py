@@ -32,6 +32,7 @@ class WaveRow:
     primary_replicas: int
     canary_replicas: int
     state: str  # "done" | "now" | "next"
+    gated_at: float | None = None  # the canary's share while the wave bakes and is judged
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def wave_rows(spec: dict, canary: str | None, intent: dict | None) -> list[WaveR
     for step in plan.steps:
         state = "done" if step.wave < now else "now" if step.wave == now else "next"
         rows.append(WaveRow(step.wave, step.kind.value, step.canary_traffic, step.primary_replicas,
-                            step.canary_replicas, state))
+                            step.canary_replicas, state, step.judged_at if step.gated else None))
     return rows
 
 
@@ -101,11 +102,12 @@ def render(frame: Frame) -> Group:
     parts.append(versions)
     if frame.waves:
         waves = Table(title="waves", show_edge=False, pad_edge=False, title_justify="left")
-        for column in ("", "wave", "step", "canary %", "primary replicas", "canary replicas"):
+        for column in ("", "wave", "step", "gated at %", "canary %", "primary replicas", "canary replicas"):
             waves.add_column(column)
         for w in frame.waves:
             mark = {"done": "✓", "now": "▶", "next": " "}[w.state]
-            waves.add_row(mark, str(w.wave), w.step, f"{w.canary_traffic:g}", str(w.primary_replicas),
+            gated = "–" if w.gated_at is None else f"{w.gated_at:.4g}"
+            waves.add_row(mark, str(w.wave), w.step, gated, f"{w.canary_traffic:.4g}", str(w.primary_replicas),
                           str(w.canary_replicas), style="bold" if w.state == "now" else None)
         parts.append(waves)
     if frame.traffic:

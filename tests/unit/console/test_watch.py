@@ -14,6 +14,9 @@ def test_the_wave_table_is_the_controllers_plan_with_the_intents_wave_marked():
     states = {r.wave: r.state for r in rows if r.wave}
     assert (states[1], states[2], states[3]) == ("done", "now", "next")
     assert max(r.primary_replicas + r.canary_replicas for r in rows) <= 5  # N + surge
+    # Each wave is judged at the canary's share of the ready replicas, then resized at C/N.
+    assert [(r.gated_at, r.canary_traffic) for r in rows if r.step == "wave"] == [(20, 25), (40, 50), (60, 75)]
+    assert rows[0].gated_at is None  # deploying the canary is not gated
 
 
 def test_no_canary_no_wave_table_and_a_hold_ends_the_table_at_the_hold():
