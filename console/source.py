@@ -90,6 +90,7 @@ class StackSource:
         # GPUSERVE_PROJECT: another checkout's stacks (the tests' own projects, say).
         self.stack, self.repo = stack, Path(repo or os.environ.get("GPUSERVE_PROJECT") or REPO)
         self._deployment: dict | None = None
+        self._samples: dict[tuple, Any] = {}  # (service, admins) -> runtime.analysis.SampleSource
 
     def _workspace(self):
         from pulumi import automation as auto
@@ -150,9 +151,15 @@ class StackSource:
         return read_run(Path(folder) / rollout.service / f"{rollout_id}.json") if folder else None
 
     def samples(self, rollout: Rollout, since_ms: int) -> list[dict]:
-        from runtime.analysis import collect
+        """The splitter instances' answers for the service; `watch` and the metrics page ask
+        every few seconds, so each service keeps one incremental reader."""
+        from runtime.analysis import SampleSource
 
-        return collect(rollout.props.get("splitter_admins") or [], rollout.service, since_ms)
+        admins = tuple(rollout.props.get("splitter_admins") or [])
+        key = (rollout.service, admins)
+        if key not in self._samples:
+            self._samples[key] = SampleSource(list(admins), rollout.service)
+        return self._samples[key](since_ms)
 
     def refresh(self, rollout: Rollout) -> None:
         from pulumi import automation as auto
