@@ -69,14 +69,18 @@ def main(argv: list[str] | None = None) -> int:
                 # Only where the latency test ran (both sides had min_samples answers): at the
                 # 100% step the primary's few in-flight answers are no distribution.
                 tested = [e for e in judged if "p_value" in e]
-                diffs = [e["canary"]["p50_ms"] - e["primary"]["p50_ms"] for e in tested]
+
+                def slower_by(e: dict) -> float:
+                    # What the test compared with its slack: the canary's median minus the
+                    # reference's (at 100% the primary's before the rollout, not its 0 now).
+                    return e.get("slower_by_ms", e["canary"]["p50_ms"] - e["primary"]["p50_ms"])
+                diffs = [slower_by(e) for e in tested]
                 p_values = [e["p_value"] for e in tested]
                 rows.append({"run": run, "rolled_back": not result.ok, "sent": load.sent, "failed": load.failed,
                              "min_p_value": min(p_values) if p_values else None,
                              "evaluations": len(judged), "judged": sum(e["passed"] is not None for e in judged),
                              "latency_tested": len(tested),
-                             "worst": max(tested, key=lambda e: e["canary"]["p50_ms"] - e["primary"]["p50_ms"],
-                                          default=None),
+                             "worst": max(tested, key=slower_by, default=None),
                              "max_median_diff_ms": round(max(diffs), 1) if diffs else None,
                              "seconds": round(time.monotonic() - start, 1),
                              "why": None if result.ok else next(

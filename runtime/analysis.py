@@ -91,11 +91,13 @@ class Judgement:
     canary: Figures
     primary: Figures
     p_value: float | None = None  # the latency test's, when it ran
+    slower_by_ms: float | None = None  # the canary's median minus the reference's, when it ran
 
     def record(self) -> dict:
         return {"source": "splitter", "gate": self.gate, "passed": self.passed, "detail": self.detail,
                 "canary": self.canary.summary(), "primary": self.primary.summary(),
-                **({"p_value": float(f"{self.p_value:.3g}")} if self.p_value is not None else {})}
+                **({"p_value": float(f"{self.p_value:.3g}")} if self.p_value is not None else {}),
+                **({"slower_by_ms": round(self.slower_by_ms, 1)} if self.slower_by_ms is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -175,19 +177,19 @@ def judge(canary: Figures, primary: Figures, t: Thresholds, steady_median_ms: fl
               else f"primary {primary.p50_ms:.0f}ms")
     if latency and len(canary.latencies_ms) >= t.min_samples and len(reference) >= t.min_samples:
         shift = latency_shift(canary.latencies_ms, reference, t, steady_median_ms)
-        p = shift.p_value
+        p, slower_by = shift.p_value, shift.slower_by_ms
         if shift.significant(t.latency_p_value):
             steady = (f", {steady_median_ms:.0f}ms before the rollout"
                       if not then and steady_median_ms and steady_median_ms > primary.p50_ms else "")
             return Judgement(False, "traffic-latency",
                              f"canary slower: median {canary.p50_ms:.0f}ms vs {versus}{steady} "
                              f"({shift.describe(t.latency_p_value)}) over {len(canary.latencies_ms)}/"
-                             f"{len(reference)} requests", canary, primary, p)
+                             f"{len(reference)} requests", canary, primary, p, slower_by)
     else:
-        p = None
+        p = slower_by = None
     return Judgement(True, "traffic",
                      f"canary {1 - canary.error_rate:.1%} of {canary.requests} real requests ok, median "
-                     f"{canary.p50_ms:.0f}ms vs {versus}", canary, primary, p)
+                     f"{canary.p50_ms:.0f}ms vs {versus}", canary, primary, p, slower_by)
 
 
 @dataclass

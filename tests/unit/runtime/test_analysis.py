@@ -115,3 +115,10 @@ def test_the_primary_now_stays_the_reference_while_it_has_traffic():
     verdict = judge(figures(answers("v2", 200, 90), "v2"), figures(answers("v1", 200, 20, seed=1), "v1"), T,
                     steady_ms=steady)
     assert verdict.gate == "traffic-latency" and "vs primary 18ms (" in verdict.detail, verdict.detail
+
+
+def test_the_record_carries_what_the_latency_test_compared_with_its_slack():
+    primary = figures(answers("v1", 200, 20, seed=1), "v1")
+    record = judge(figures(answers("v2", 200, 20, seed=2), "v2"), primary, T).record()
+    assert abs(record["slower_by_ms"]) < 5 and "p_value" in record
+    assert "slower_by_ms" not in judge(figures(answers("v2", 5, 20), "v2"), primary, T).record()
