@@ -59,3 +59,16 @@ def test_a_smoke_run_of_the_false_rollback_bench_counts_each_rollout(tmp_path):
     for row in report["rows"]:
         assert row["sent"] > 0 and row["evaluations"] >= 1 or row["rolled_back"]
     assert "rollouts of identical code under load" in report["summary"]
+
+
+def test_a_smoke_run_of_the_preview_bench_times_ours_and_pulumis_floor_side_by_side(tmp_path):
+    from bench import preview_scale
+
+    assert preview_scale.main(["--smoke", "--out", str(tmp_path)]) == 0
+    (report_path,) = tmp_path.glob("*-preview.json")
+    report = json.loads(report_path.read_text())
+    assert [row["services"] for row in report["rows"]] == [1, 2]
+    for row in report["rows"]:
+        assert all(row[column] > 0 for column in preview_scale.COLUMNS), row
+    parts = report["ms_per_added_service_by_part"]
+    assert {"policy pack", "program", "floor (Pulumi alone)", "ours above the floor, pack included"} <= set(parts)
