@@ -403,7 +403,7 @@ class RolloutController:
         # at the next wave's bake, after the splitter's retry budget is spent).
         watch = self._watch(primary, canary, step)
         with self.timed("drain"):
-            self.serve.scale(primary, step.primary_replicas, watch=watch)
+            self.serve.scale(primary, step.primary_replicas, watch=watch, outlast_unhealthy=True)
         with self.timed("ready wait"):
             self.serve.scale(canary, step.canary_replicas, on_fail=_serve_gate,
                              purpose=f"growing canary {canary} to {step.canary_replicas}", watch=watch)
@@ -506,13 +506,13 @@ class RolloutController:
                 elif step.canary_replicas < c:
                     self.serve.scale(canary, step.canary_replicas)
                 if step.primary_replicas > p:
-                    self.serve.scale(primary, step.primary_replicas)
+                    self.serve.scale(primary, step.primary_replicas, outlast_unhealthy=True)
                 p, c = max(p, step.primary_replicas), min(c, step.canary_replicas)
                 self.say(f"rollback: {primary} {p} replicas at {100 - step.canary_traffic:.4g}%, "
                          f"{canary} {c} at {step.canary_traffic:.4g}%", step="rollback", primary_replicas=p,
                          canary_replicas=c, canary_traffic=step.canary_traffic)
             if p < n:
-                self.serve.scale(primary, n)
+                self.serve.scale(primary, n, outlast_unhealthy=True)
             self.say(f"rollback complete: {primary} serves 100% with {n} replicas", step="rollback-done")
             aborted = verdict is not None and verdict.gate == "operator"
             self.notify("done", f"rollback complete: {primary} serves 100% with {n} replicas",

@@ -125,11 +125,11 @@ class ServeActions:
         self.apply(lambda a: {**a, app["name"]: app})
 
     def scale(self, version: str, replicas: int, on_fail: OnFail = None, purpose: str | None = None,
-              watch: Callable[[], None] | None = None) -> None:
+              watch: Callable[[], None] | None = None, outlast_unhealthy: bool = False) -> None:
         name = apps.version_app_name(self.spec.service, version)
         self.apply(lambda a: {**a, name: _with_replicas(a[name], replicas, self.spec)})
         self.wait_ready(version, replicas, purpose=purpose or f"scaling {version} to {replicas}", on_fail=on_fail,
-                        watch=watch)
+                        watch=watch, outlast_unhealthy=outlast_unhealthy)
 
     def write_router(self, primary: str, canary: str | None, canary_traffic: float,
                      started: float | None = None, baseline_p95_ms: float | None = None) -> None:
@@ -209,14 +209,20 @@ class ServeActions:
                             f"within 60s; it reports {last}")
 
     def wait_ready(self, version: str, replicas: int, purpose: str, on_fail: OnFail,
-                   watch: Callable[[], None] | None = None) -> None:
+                   watch: Callable[[], None] | None = None, outlast_unhealthy: bool = False) -> None:
         """Wait until exactly `replicas` replicas of `version` run. A failed Serve status or
         the step timeout calls `on_fail(reason)` (which may raise), then raises RolloutFailed.
-        `watch`, if given, runs between polls (and may raise to end the wait)."""
+        `watch`, if given, runs between polls (and may raise to end the wait).
+        `outlast_unhealthy`: an UNHEALTHY status (a replica failed its health check: its
+        node was lost, say) is waited out up to the step timeout, since Serve replaces such
+        replicas; DEPLOY_FAILED still ends the wait at once. For the primary, whose
+        replicas have served all along: giving up on it would leave nothing to fall back to
+        (the bench's node loss failed `pulumi up` here while Serve was replacing it)."""
         timeout_s, cause = self.spec.rollout.step_timeout_seconds, "step_timeout_seconds"
         if self.deadline is not None and self.deadline - time.time() < timeout_s:
             timeout_s, cause = max(0.0, self.deadline - time.time()), "the rollout's deadline_minutes"
         deadline = time.monotonic() + timeout_s
+        unhealthy = ""
         while True:
             app = self.app(version)
             self._interrupt()  # on the state just read
@@ -227,10 +233,12 @@ class ServeActions:
                     return
                 verdict = serve_status_verdict(app)
                 if not verdict.passed:
-                    self._give_up(f"{purpose}: {verdict.detail}", on_fail)
+                    if not (outlast_unhealthy and _only_unhealthy(app)):
+                        self._give_up(f"{purpose}: {verdict.detail}", on_fail)
+                    unhealthy = f": {verdict.detail}"
             if time.monotonic() > deadline:
                 self._give_up(f"{purpose}: not ready within {timeout_s:.0f}s ({cause}; "
-                              f"status {app.status if app else 'missing'})", on_fail)
+                              f"status {app.status if app else 'missing'}){unhealthy}", on_fail)
             if watch is not None:
                 watch()
             time.sleep(self.poll_s)
@@ -251,6 +259,12 @@ class ServeActions:
         if on_fail:
             on_fail(why)
         raise RolloutFailed(f"{self.spec.service}: {why}")
+
+
+def _only_unhealthy(app) -> bool:
+    """Whether the app's failure is only replicas failing health checks (Serve replaces
+    them), not a deploy that failed."""
+    return "DEPLOY_FAILED" not in {app.status, *(d.status for d in app.deployments.values())}
 
 
 def _with_replicas(config: dict, replicas: int, spec: ServiceSpec) -> dict:

@@ -69,8 +69,14 @@ class _PackageApi:
 
 class FakeServe:
     def __init__(self, start_polls: int = 0, broken_versions: tuple[str, ...] = (),
-                 crash_at_put: int | None = None):
+                 crash_at_put: int | None = None, lose_at_put: tuple[int, str] | None = None,
+                 unhealthy_polls: int = 3):
         self.start_polls = start_polls
+        # (k, version): right after the k-th PUT, a node holding one of `version`'s
+        # replicas is lost: its deployment is UNHEALTHY for `unhealthy_polls` reads of the
+        # state, then Serve starts a replacement (start_polls more to run).
+        self.lose_at_put, self.unhealthy_polls = lose_at_put, unhealthy_polls
+        self.unhealthy: dict[tuple[str, str], int] = {}
         self.dashboard_url = f"http://fake-serve-{id(self)}:8265"  # its own locks
         self.cluster_key = self.dashboard_url
         self.broken_versions = set(broken_versions)
@@ -102,6 +108,8 @@ class FakeServe:
             raise SimulatedCrash(f"killed before PUT #{self.attempts}")
         self.puts.append(Put(copy.deepcopy(wanted), {n: a.running_replicas for n, a in before.apps.items()}))
         self._deploy(copy.deepcopy(wanted))
+        if self.lose_at_put and self.lose_at_put[0] == len(self.puts):
+            self._lose_replica(self.lose_at_put[1])
         return before
 
     def http_get(self, url: str, **_kwargs) -> _Reply:
@@ -140,10 +148,21 @@ class FakeServe:
                     replicas.append(_Replica(f"{name}#{next(self._ids)}", self.start_polls))
         self._settle()
 
+    def _lose_replica(self, version: str) -> None:
+        key = next(k for k, replicas in self.replicas.items() if apps.version_of(k[0]) == version and replicas)
+        self.replicas[key].pop()
+        self.unhealthy[key] = self.unhealthy_polls
+
     def _tick(self) -> None:
         for replicas in self.replicas.values():
             for replica in replicas:
                 replica.polls_left = max(0, replica.polls_left - 1)
+        for key in list(self.unhealthy):
+            self.unhealthy[key] -= 1
+            if self.unhealthy[key] <= 0:  # Serve replaces the lost replica
+                del self.unhealthy[key]
+                if key in self.replicas:
+                    self.replicas[key].append(_Replica(f"{key[0]}#{next(self._ids)}", self.start_polls))
         self._settle()
 
     def _settle(self) -> None:
@@ -163,16 +182,18 @@ class FakeServe:
                 key = (name, deployment["name"])
                 replicas = self.replicas.get(key, [])
                 running = all(r.polls_left == 0 for r in replicas) and len(replicas) == _target_replicas(deployment)
-                status = "DEPLOY_FAILED" if key in self.failed else "HEALTHY" if running else "UPDATING"
+                status = ("DEPLOY_FAILED" if key in self.failed else "UNHEALTHY" if key in self.unhealthy
+                          else "HEALTHY" if running else "UPDATING")
                 deployments[deployment["name"]] = {
                     "status": status,
-                    "message": f"ValueError: constructor of {name} raised" if key in self.failed else "",
+                    "message": (f"ValueError: constructor of {name} raised" if key in self.failed
+                                else "A replica's health check failed." if key in self.unhealthy else ""),
                     "target_num_replicas": _target_replicas(deployment),
                     "replicas": [{"replica_id": r.replica_id, "state": "RUNNING" if r.polls_left == 0 else "STARTING"}
                                  for r in replicas],
                 }
             statuses = {d["status"] for d in deployments.values()}
-            status = ("DEPLOY_FAILED" if "DEPLOY_FAILED" in statuses
+            status = ("DEPLOY_FAILED" if "DEPLOY_FAILED" in statuses else "UNHEALTHY" if "UNHEALTHY" in statuses
                       else "RUNNING" if statuses <= {"HEALTHY"} else "DEPLOYING")
             message = next((d["message"] for d in deployments.values() if d["message"]), "")
             applications[name] = {"status": status, "message": message,

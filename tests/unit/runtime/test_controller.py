@@ -271,6 +271,41 @@ def test_a_canary_whose_constructor_raises_is_rolled_back_before_wave_1():
     assert_serves_only(serve, "v1")
 
 
+def put_number(wanted: tuple[int, int, float]) -> int:
+    """Which PUT of a healthy v1 -> v2 rollout first declares this shape."""
+    serve = serving("v1")
+    converge(serve, spec("v2"))
+    return 1 + [shape(put) for put in serve.puts].index(wanted)
+
+
+def test_a_primary_replica_lost_while_the_primary_shrinks_is_waited_out_and_the_rollout_completes():
+    # The bench's node loss: the primary's deployment turns UNHEALTHY (a replica failed its
+    # health check) during wave 1's drain; Serve replaces the replica, the rollout goes on.
+    serve = serving("v1")
+    serve.lose_at_put = (put_number((3, 1, 25)), "v1")  # the primary shrinks to 3
+    converge(serve, spec("v2"))
+    assert_capacity_safe(serve.puts)
+    assert_serves_only(serve, "v2")
+
+
+def test_a_canary_replica_lost_while_the_canary_grows_rolls_back_at_once():
+    serve = serving("v1")
+    serve.lose_at_put = (put_number((3, 2, 25)), "v2")  # the canary grows to 2
+    with pytest.raises(RolloutFailed, match=r"growing canary v2 to 2: deployment Model UNHEALTHY.*"
+                                            r"primary v1 serves 100%"):
+        converge(serve, spec("v2"))
+    assert_capacity_safe(serve.puts)
+    assert_serves_only(serve, "v1")
+
+
+def test_a_primary_that_stays_unhealthy_fails_at_the_step_timeout_naming_its_status():
+    serve = serving("v1")
+    serve.lose_at_put, serve.unhealthy_polls = (put_number((3, 1, 25)), "v1"), 10**9
+    with pytest.raises(RolloutFailed, match=r"scaling v1 to 3: not ready within \d+s \(step_timeout_seconds; "
+                                            r"status UNHEALTHY\): deployment Model UNHEALTHY"):
+        converge(serve, spec("v2"))
+
+
 @pytest.mark.parametrize("wave", [1, 2, 3, 4])
 def test_a_gate_failing_at_any_wave_rolls_back_to_a_full_primary(wave):
     serve = serving("v1")
