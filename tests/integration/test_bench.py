@@ -36,12 +36,17 @@ def test_a_smoke_run_writes_every_figure_for_gpuserve_and_serves_own_update(tmp_
     assert "| peer |" in report.markdown(data)
 
 
+def smoke_report(bench, suffix: str, out) -> tuple[dict, object]:
+    """Run one bench entry point's smoke mode into `out`; its one results JSON, and its path."""
+    assert bench.main(["--smoke", "--out", str(out)]) == 0
+    (report_path,) = out.glob(f"*-{suffix}.json")
+    return json.loads(report_path.read_text()), report_path
+
+
 def test_a_smoke_run_of_the_router_overhead_bench_writes_every_column(tmp_path):
     from bench import router_overhead
 
-    assert router_overhead.main(["--smoke", "--out", str(tmp_path)]) == 0
-    (report_path,) = tmp_path.glob("*-router.json")
-    report = json.loads(report_path.read_text())
+    report, report_path = smoke_report(router_overhead, "router", tmp_path)
     assert {"cores", "ray", "pulumi"} <= set(report["machine"])
     (row,) = report["rows"]
     assert row["requests_per_path"] == 30
@@ -52,9 +57,7 @@ def test_a_smoke_run_of_the_router_overhead_bench_writes_every_column(tmp_path):
 def test_a_smoke_run_of_the_false_rollback_bench_counts_each_rollout(tmp_path):
     from bench import false_rollbacks
 
-    assert false_rollbacks.main(["--smoke", "--out", str(tmp_path)]) == 0
-    (report_path,) = tmp_path.glob("*-false-rollbacks.json")
-    report = json.loads(report_path.read_text())
+    report, _ = smoke_report(false_rollbacks, "false-rollbacks", tmp_path)
     assert [row["run"] for row in report["rows"]] == [1, 2]
     for row in report["rows"]:
         assert row["sent"] > 0 and row["evaluations"] >= 1 or row["rolled_back"]
@@ -64,9 +67,7 @@ def test_a_smoke_run_of_the_false_rollback_bench_counts_each_rollout(tmp_path):
 def test_a_smoke_run_of_the_preview_bench_times_ours_and_pulumis_floor_side_by_side(tmp_path):
     from bench import preview_scale
 
-    assert preview_scale.main(["--smoke", "--out", str(tmp_path)]) == 0
-    (report_path,) = tmp_path.glob("*-preview.json")
-    report = json.loads(report_path.read_text())
+    report, _ = smoke_report(preview_scale, "preview", tmp_path)
     assert [row["services"] for row in report["rows"]] == [1, 2]
     for row in report["rows"]:
         assert all(row[column] > 0 for column in preview_scale.COLUMNS), row
